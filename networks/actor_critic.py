@@ -1,0 +1,139 @@
+"""Actor-critic modules: the shared interface and the MLP used for vector observations."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from networks.heads import CategoricalHead, GaussianHead, layer_init
+from networks.normalizer import RunningNormalizer
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+class ActionAndValue(NamedTuple):
+    """What the policy gives for a batch of ``N`` observations."""
+
+    action: torch.Tensor    # [N] int64 (Discrete) or [N, d] float32 (Box), raw sample before clipping
+    log_prob: torch.Tensor  # [N]
+    entropy: torch.Tensor   # [N]
+    value: torch.Tensor     # [N]
+
+
+def make_action_head(action_space: gym.Space, in_features: int, state_dependent_std: bool = False,
+                     init_log_std: float = 0.0) -> nn.Module:
+    """A :class:`CategoricalHead` for ``Discrete`` spaces, a :class:`GaussianHead` for 1-D ``Box`` spaces.
+
+    Raises:
+        ValueError: any other action space.
+    """
+    if isinstance(action_space, gym.spaces.Discrete):
+        return CategoricalHead(in_features, int(action_space.n))
+    if isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        return GaussianHead(in_features, action_space.shape[0], state_dependent_std, init_log_std)
+    raise ValueError(f"unsupported action space {action_space}: only Discrete and 1-D Box are supported")
+
+
+class ActorCritic(nn.Module):
+    """Interface the trainer uses. Subclasses set ``self.action_head`` and ``self.value_head`` and
+    implement :meth:`features`.
+
+    Observations go in as the environment gives them (float or uint8, ``[N, *obs_shape]``);
+    :meth:`preprocess` normalizes or scales them inside the module, so a saved ``state_dict`` is all a
+    deployed policy needs.
+    """
+
+    normalizer: RunningNormalizer | None = None
+    action_head: nn.Module
+    value_head: nn.Module
+
+    def preprocess(self, observations: torch.Tensor) -> torch.Tensor:
+        """Raw observations ``[N, ...]`` -> network input (float32)."""
+        if self.normalizer is not None:
+            return self.normalizer(observations)
+        return observations.float()
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network input ``[N, ...]`` -> ``(actor_features [N, F_a], critic_features [N, F_c])``."""
+        raise NotImplementedError
+
+    def get_value(self, observations: torch.Tensor) -> torch.Tensor:
+        """``V(s)``: ``[N, *obs_shape]`` -> ``[N]``."""
+        _, critic_features = self.features(self.preprocess(observations))
+        return self.value_head(critic_features).squeeze(-1)
+
+    def get_action_and_value(self, observations: torch.Tensor, action: torch.Tensor | None = None,
+                             deterministic: bool = False) -> ActionAndValue:
+        """Sample (or, given ``action``, evaluate) actions and values for ``[N, *obs_shape]``."""
+        actor_features, critic_features = self.features(self.preprocess(observations))
+        action, log_prob, entropy = self.action_head(actor_features, action, deterministic)
+        return ActionAndValue(action, log_prob, entropy, self.value_head(critic_features).squeeze(-1))
+
+    def act(self, observations: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions only, for evaluation and videos: the mode of the policy unless ``deterministic=False``."""
+        actor_features, _ = self.features(self.preprocess(observations))
+        return self.action_head(actor_features, None, deterministic)[0]
+
+    def update_normalizer(self, observations: torch.Tensor) -> None:
+        """Merge a batch ``[N, *obs_shape]`` into the observation statistics (no-op without a normalizer)."""
+        if self.normalizer is not None:
+            self.normalizer.update(observations)
+
+    def parameter_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """``(policy_parameters, value_parameters)``; parameters of a shared trunk count as policy."""
+        value_ids = {id(p) for p in self.value_parameters()}
+        policy = [p for p in self.parameters() if id(p) not in value_ids]
+        return policy, list(self.value_parameters())
+
+    def value_parameters(self) -> list[nn.Parameter]:
+        """Parameters used only by the value function."""
+        return list(self.value_head.parameters())
+
+
+def mlp(in_features: int, hidden_size: int, num_layers: int, activation: str) -> nn.Sequential:
+    """``num_layers`` Linear+activation blocks of width ``hidden_size``, orthogonally initialised."""
+    layers: list[nn.Module] = []
+    for _ in range(num_layers):
+        layers += [layer_init(nn.Linear(in_features, hidden_size)), ACTIVATIONS[activation]()]
+        in_features = hidden_size
+    return nn.Sequential(*layers)
+
+
+class MLPActorCritic(ActorCritic):
+    """Separate actor and critic MLPs over flat vector observations (CleanRL ppo.py /
+    ppo_continuous_action.py), with an optional :class:`RunningNormalizer` in front.
+
+    Args:
+        observation_shape: ``(obs_dim,)``.
+        action_space: ``Discrete`` or 1-D ``Box``.
+        hidden_size, num_hidden_layers, activation: the width, depth and nonlinearity of each MLP.
+        normalize_observations, observation_clip: the normalizer and its clip range.
+        state_dependent_std, init_log_std: Gaussian head options.
+    """
+
+    def __init__(self, observation_shape: tuple[int, ...], action_space: gym.Space, hidden_size: int = 64,
+                 num_hidden_layers: int = 2, activation: str = "tanh", normalize_observations: bool = False,
+                 observation_clip: float = 10.0, state_dependent_std: bool = False,
+                 init_log_std: float = 0.0) -> None:
+        super().__init__()
+        in_features = int(np.prod(observation_shape))
+        out_features = hidden_size if num_hidden_layers > 0 else in_features
+        if normalize_observations:
+            self.normalizer = RunningNormalizer(tuple(observation_shape), clip=observation_clip)
+        self.actor = mlp(in_features, hidden_size, num_hidden_layers, activation)
+        self.critic = mlp(in_features, hidden_size, num_hidden_layers, activation)
+        self.action_head = make_action_head(action_space, out_features, state_dependent_std, init_log_std)
+        self.value_head = layer_init(nn.Linear(out_features, 1), gain=1.0)
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.flatten(1)
+        return self.actor(x), self.critic(x)
+
+    def value_parameters(self) -> list[nn.Parameter]:
+        return [*self.critic.parameters(), *self.value_head.parameters()]
+
+

@@ -1,0 +1,82 @@
+"""Action distributions: Categorical for Discrete spaces, diagonal Gaussian for Box spaces."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Bounds on the log standard deviation: exp(-5) ~ 0.007 keeps the Gaussian from collapsing to a point,
+# exp(2) ~ 7.4 keeps it from overflowing (rsl_rl and SB3 bound it likewise).
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def layer_init(layer: nn.Linear | nn.Conv2d, gain: float = math.sqrt(2.0), bias: float = 0.0):
+    """Orthogonal weights with ``gain`` and constant bias (Engstrom et al. 2020, "Implementation Matters";
+    openai/baselines). Returns the layer."""
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class CategoricalHead(nn.Module):
+    """Discrete actions from logits ``[N, n]``; actions are int64 ``[N]``."""
+
+    def __init__(self, in_features: int, num_actions: int) -> None:
+        super().__init__()
+        self.logits = layer_init(nn.Linear(in_features, num_actions), gain=0.01)
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor | None = None, deterministic: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``(action [N], log_prob [N], entropy [N])``; samples when ``action`` is None."""
+        logits = self.logits(features)
+        log_probs_all = F.log_softmax(logits, dim=-1)
+        if action is None:
+            if deterministic:
+                action = logits.argmax(dim=-1)
+            else:
+                action = torch.multinomial(log_probs_all.exp(), 1).squeeze(-1)
+        log_prob = log_probs_all.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs_all.exp() * log_probs_all).sum(-1)
+        return action, log_prob, entropy
+
+
+class GaussianHead(nn.Module):
+    """Diagonal Gaussian over ``[N, d]`` actions.
+
+    ``state_dependent=False``: a learned log-std vector shared by all states (PPO paper; CleanRL).
+    ``state_dependent=True``: a linear layer gives ``std = softplus(.)`` per state. Either way the
+    log-std is kept in ``[LOG_STD_MIN, LOG_STD_MAX]``. Samples are unbounded; the environment wrappers
+    clip them to the action space on the way into ``env.step``.
+    """
+
+    def __init__(self, in_features: int, action_dim: int, state_dependent: bool = False,
+                 init_log_std: float = 0.0) -> None:
+        super().__init__()
+        self.state_dependent = state_dependent
+        self.mean = layer_init(nn.Linear(in_features, action_dim), gain=0.01)
+        if state_dependent:
+            # softplus(b) = exp(init_log_std) at initialisation
+            bias = math.log(math.expm1(math.exp(init_log_std)))
+            self.std = layer_init(nn.Linear(in_features, action_dim), gain=0.01, bias=bias)
+        else:
+            self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
+
+    def forward(self, features: torch.Tensor, action: torch.Tensor | None = None, deterministic: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``(action [N, d], log_prob [N], entropy [N])``; samples when ``action`` is None."""
+        mean = self.mean(features)
+        if self.state_dependent:
+            log_std = torch.log(F.softplus(self.std(features)) + 1e-6)
+        else:
+            log_std = self.log_std.expand_as(mean)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        std = log_std.exp()
+        if action is None:
+            action = mean if deterministic else mean + std * torch.randn_like(mean)
+        log_prob = (-0.5 * ((action - mean) / std).square() - log_std - _HALF_LOG_2PI).sum(-1)
+        entropy = (0.5 + _HALF_LOG_2PI + log_std).sum(-1)
+        return action, log_prob, entropy

@@ -1,0 +1,65 @@
+"""Preallocated rollout storage."""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import torch
+
+
+class Minibatch(NamedTuple):
+    """One minibatch of flattened transitions; every field has leading dimension ``M``."""
+
+    observations: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+class RolloutBuffer:
+    """Tensors of shape ``[num_steps, num_envs, ...]`` on the learner's device, allocated once.
+
+    Observations keep the environment's dtype (``uint8`` Atari frames stay ``uint8``); actions are the raw
+    samples of the policy (before any clipping to the action bounds), stored with their log-probabilities.
+    ``rewards`` hold the bootstrap ``gamma * V(final_observation)`` of truncated episodes, added by the
+    trainer; ``terminations`` and ``truncations`` are kept apart.
+    """
+
+    def __init__(self, num_steps: int, num_envs: int, observation_shape: tuple[int, ...],
+                 observation_dtype: torch.dtype, action_shape: tuple[int, ...], action_dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.num_steps, self.num_envs = num_steps, num_envs
+        size = (num_steps, num_envs)
+        self.observations = torch.zeros(size + observation_shape, dtype=observation_dtype, device=device)
+        self.actions = torch.zeros(size + action_shape, dtype=action_dtype, device=device)
+        self.log_probs = torch.zeros(size, device=device)
+        self.values = torch.zeros(size, device=device)
+        self.rewards = torch.zeros(size, device=device)
+        self.terminations = torch.zeros(size, device=device)
+        self.truncations = torch.zeros(size, device=device)
+        self.advantages = torch.zeros(size, device=device)
+        self.returns = torch.zeros(size, device=device)
+
+    @property
+    def dones(self) -> torch.Tensor:
+        """``[T, B]`` 1.0 where an episode ended (terminated or truncated) at that step."""
+        return torch.maximum(self.terminations, self.truncations)
+
+    def minibatches(self, num_mini_batches: int, generator: torch.Generator | None = None
+                    ) -> Iterator[Minibatch]:
+        """Yield ``num_mini_batches`` minibatches that together hold every transition exactly once.
+
+        The order is a fresh random permutation each call (``torch.randperm`` on the CPU generator).
+        ``num_mini_batches`` must divide ``num_steps * num_envs``.
+        """
+        batch_size = self.num_steps * self.num_envs
+        minibatch_size = batch_size // num_mini_batches
+        flat = Minibatch(self.observations.flatten(0, 1), self.actions.flatten(0, 1),
+                         self.log_probs.flatten(), self.values.flatten(), self.advantages.flatten(),
+                         self.returns.flatten())
+        permutation = torch.randperm(batch_size, generator=generator).to(self.values.device)
+        for start in range(0, batch_size, minibatch_size):
+            indices = permutation[start:start + minibatch_size]
+            yield Minibatch(*(tensor[indices] for tensor in flat))

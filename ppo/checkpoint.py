@@ -1,0 +1,68 @@
+"""One-file checkpoints: written atomically, read without executing code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ppo.errors import CheckpointError
+
+FORMAT = "ppo-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` (tensors and plain Python data only) to ``path`` atomically.
+
+    The file is written to a temporary name in the same directory, flushed to disk, then moved over
+    ``path`` with ``os.replace``: a crash or ``kill -9`` at any moment leaves either the previous file or the
+    new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` onto the CPU.
+
+    ``torch.load(..., weights_only=True)`` refuses any pickled object other than tensors and plain data,
+    so a crafted file cannot run code.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupted, unsafe, or not one of ours.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise CheckpointError(f"checkpoint '{path}' was refused: it holds more than tensors and plain data "
+                              f"({first_line[:160]})") from error
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
+        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupted and cannot be read") from error
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"'{path}' is not a checkpoint written by this trainer")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint '{path}' has format version {state.get('version')}, this trainer "
+                              f"reads version {VERSION}")
+    return state

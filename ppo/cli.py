@@ -1,0 +1,346 @@
+"""The command line shared by ``main.py`` and ``main_atari.py``: flags -> config -> envs -> agent -> Trainer.
+
+Each entry script describes itself with an :class:`EntryPoint` (how to check an env id, build its vector
+envs and its network); everything else, from parsing to the run directory, checkpoints and evaluation,
+is this one module. Errors the user can fix end the program with one line on stderr and the exit codes of
+:mod:`ppo.errors`; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ppo.checkpoint import load_checkpoint
+from ppo.config import PPOConfig, add_config_arguments, config_from_dict, resolve_config
+from ppo.errors import EXIT_INTERRUPTED, CheckpointError, PPOError, UsageError
+from ppo.evaluation import evaluate_policy
+from ppo.presets import describe_presets, presets_for
+from ppo.recorder import RunRecorder
+from ppo.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """What differs between ``main.py`` and ``main_atari.py``.
+
+    Attributes:
+        name: stored in checkpoints ("main" or "atari"); a checkpoint is only evaluated by its own entry.
+        script: the script's file name, for messages.
+        description: the ``--help`` text.
+        default_environment_id: used when ``--environment-id`` is not given.
+        describe: env id -> ``wrappers.EnvironmentInfo``; raises EnvironmentProblem for ids this entry
+            does not support (naming the other script).
+        make_envs: ``(config, num_envs, evaluation, render_mode)`` -> vector env. Evaluation envs get no
+            reward scaling (and for Atari, no life-loss episode ends).
+        make_agent: ``(config, info)`` -> ``networks.ActorCritic``.
+        env_state: ``(get(envs), set(envs, state))`` for env-side statistics in checkpoints, or None.
+    """
+
+    name: str
+    script: str
+    description: str
+    default_environment_id: str
+    describe: Callable[[str], Any]
+    make_envs: Callable[..., Any]
+    make_agent: Callable[[PPOConfig, Any], torch.nn.Module]
+    env_state: tuple[Callable[[Any], Any], Callable[[Any, Any], None]] | None = None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of usage plus message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser(entry: EntryPoint) -> argparse.ArgumentParser:
+    """The full parser: every :class:`PPOConfig` field plus the actions (evaluate, resume, presets)."""
+    parser = _Parser(prog=entry.script, description=entry.description,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_arguments(parser)
+    actions = parser.add_argument_group("Actions")
+    actions.add_argument("--evaluate", metavar="CHECKPOINT", help="evaluate a saved policy deterministically "
+                         "on fresh envs and print JSON {mean_return, std_return, episodes} as the last line")
+    actions.add_argument("--eval-random", action="store_true", help="with --evaluate: also report a uniformly "
+                         "random agent's return on the same envs")
+    actions.add_argument("--resume", metavar="CHECKPOINT", help="continue the run of this checkpoint in its "
+                         "run directory")
+    actions.add_argument("--list-presets", action="store_true", help="print the tuned presets and exit")
+    actions.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def select_device(use_gpu: bool) -> torch.device:
+    """``cuda`` when asked for, else ``cpu``.
+
+    Raises:
+        UsageError: ``use_gpu`` without a CUDA device.
+    """
+    if not use_gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError("--use-gpu was given but no CUDA device is available; drop --use-gpu to train on the CPU")
+    return torch.device("cuda")
+
+
+def configure_torch(config: PPOConfig) -> None:
+    """Thread count and determinism settings."""
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    if config.deterministic_torch:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _space_metadata(info: Any) -> dict[str, Any]:
+    action_space = info.action_space
+    return {"environment_id": info.environment_id,
+            "observation_shape": list(info.observation_space.shape),
+            "observation_dtype": str(info.observation_space.dtype),
+            "action_shape": list(action_space.shape),
+            "action_n": int(getattr(action_space, "n", 0))}
+
+
+def _prepare_run_dir(config: PPOConfig, resume_dir: Path | None) -> Path:
+    if resume_dir is not None:
+        return resume_dir
+    name = config.run_name or (f"{config.environment_id.replace('/', '_')}__{config.seed}__"
+                               f"{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir = Path(config.output_dir) / name
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"cannot write the run directory '{run_dir}' ({error.strerror}); choose another "
+                         "--output-dir") from error
+    return run_dir
+
+
+def _check_checkpoint(state: dict[str, Any], entry: EntryPoint, path: str) -> PPOConfig:
+    if state.get("entry") != entry.name:
+        other = "main_atari.py" if state.get("entry") == "atari" else "main.py"
+        raise CheckpointError(f"checkpoint '{path}' was written by {other}; use {other} with it")
+    try:
+        return config_from_dict(state["config"])
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(f"checkpoint '{path}' has no readable config") from error
+
+
+def _load_agent_state(agent: torch.nn.Module, state: dict[str, Any], path: str) -> None:
+    try:
+        agent.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as error:
+        raise CheckpointError(f"checkpoint '{path}' does not fit this network/environment "
+                              f"(different observation or action spaces, or network flags)") from error
+
+
+def _check_spaces(state: dict[str, Any], info: Any, path: str) -> None:
+    expected = _space_metadata(info)
+    for key in ("observation_shape", "action_shape", "action_n"):
+        if key in state and state[key] != expected[key]:
+            raise CheckpointError(f"checkpoint '{path}' was trained with {key} {state[key]}, but "
+                                  f"{info.environment_id} has {expected[key]}")
+
+
+def run_evaluation(entry: EntryPoint, path: str, episodes: int | None, eval_random: bool,
+                   use_gpu: bool = False) -> dict[str, Any]:
+    """Evaluate a checkpoint's policy deterministically on fresh envs of its environment.
+
+    Returns ``{"mean_return", "std_return", "episodes"}`` (plus ``random_mean_return`` and
+    ``random_std_return`` with ``eval_random``).
+
+    Raises:
+        CheckpointError: unreadable checkpoint, or one that does not fit its environment.
+        EnvironmentProblem: the environment cannot be built.
+    """
+    state = load_checkpoint(path)
+    config = _check_checkpoint(state, entry, path)
+    episodes = episodes or config.eval_episodes
+    device = select_device(use_gpu)
+    info = entry.describe(config.environment_id)
+    _check_spaces(state, info, path)
+    agent = entry.make_agent(config, info).to(device)
+    _load_agent_state(agent, state, path)
+    result = _evaluate(entry, config, agent, info, episodes, device)
+    if eval_random:
+        envs = entry.make_envs(config, min(episodes, 16), evaluation=True)
+        try:
+            random_returns = _random_returns(envs, episodes, config.seed + 20_000)
+        finally:
+            envs.close()
+        result["random_mean_return"] = float(np.mean(random_returns))
+        result["random_std_return"] = float(np.std(random_returns))
+    return result
+
+
+def _evaluate(entry: EntryPoint, config: PPOConfig, agent: torch.nn.Module, info: Any, episodes: int,
+              device: torch.device) -> dict[str, Any]:
+    envs = entry.make_envs(config, min(episodes, 16), evaluation=True)
+    try:
+        returns = evaluate_policy(agent, envs, episodes, device, seed=config.seed + 10_000)
+    finally:
+        envs.close()
+    return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": episodes}
+
+
+def _random_returns(envs: Any, episodes: int, seed: int) -> list[float]:
+    """Returns of a uniformly random policy, split across envs like :func:`evaluate_policy`."""
+    num_envs = envs.num_envs
+    targets = np.array([(episodes + i) // num_envs for i in range(num_envs)])
+    counts = np.zeros(num_envs, dtype=int)
+    returns: list[float] = []
+    envs.reset(seed=seed)
+    envs.action_space.seed(seed)
+    while (counts < targets).any():
+        _, _, _, _, infos = envs.step(envs.action_space.sample())
+        for index in np.flatnonzero(infos.get("_episode", [])):
+            if counts[index] < targets[index]:
+                returns.append(float(infos["episode"]["r"][index]))
+                counts[index] += 1
+    return returns
+
+
+def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None = None) -> int:
+    """Train from flags (or resume a checkpoint) and write the run directory. Returns the exit code."""
+    resume_state = None
+    resume_dir = None
+    if resume is not None:
+        resume_state = load_checkpoint(resume)
+        saved = _check_checkpoint(resume_state, entry, resume)
+        # A resumed run keeps its saved hyperparameters; flags may only extend the budget or change
+        # how it runs (threads, progress bar, checkpoint interval).
+        allowed = {"total_timesteps", "num_threads", "progress", "checkpoint_interval", "use_gpu"}
+        changed = sorted(key for key, value in explicit.items()
+                         if key not in allowed and getattr(saved, key) != value)
+        if changed:
+            raise UsageError(f"--resume keeps the checkpoint's hyperparameters; remove "
+                             f"{', '.join('--' + key.replace('_', '-') for key in changed)}")
+        config = dataclasses.replace(saved, **{k: v for k, v in explicit.items() if k in allowed})
+        resume_dir = Path(resume).resolve().parent.parent
+        sources: list[str] = [f"resumed from {resume} at step {resume_state['global_step']}"]
+        info = entry.describe(config.environment_id)
+        _check_spaces(resume_state, info, resume)
+    else:
+        environment_id = explicit.get("environment_id", entry.default_environment_id)
+        info = entry.describe(environment_id)
+        presets = presets_for(environment_id, info.family)
+        config = resolve_config({"environment_id": environment_id, **explicit},
+                                *(values for _, values in presets))
+        sources = [f"preset: {source}" for source, _ in presets]
+    device = select_device(config.use_gpu)
+    run_dir = _prepare_run_dir(config, resume_dir)
+    print(f"Run directory: {run_dir}", flush=True)
+    for line in sources:
+        print(line)
+    print(f"{config.environment_id}: {config.num_envs} envs x {config.num_steps_collected} steps, "
+          f"{config.num_mini_batches} minibatches of {config.minibatch_size}, {config.num_epochs} epochs, "
+          f"{config.total_timesteps} steps on {device}")
+    configure_torch(config)
+
+    envs = entry.make_envs(config, config.num_envs, evaluation=False)
+    recorder = None
+    interrupted = False
+    try:
+        agent = entry.make_agent(config, info).to(device)
+        env_state = None
+        if entry.env_state is not None:
+            getter, setter = entry.env_state
+            env_state = (lambda: getter(envs), lambda state: setter(envs, state))
+        trainer = Trainer(config, envs, agent, device, checkpoint_dir=run_dir / "checkpoints",
+                          checkpoint_metadata={"entry": entry.name, **_space_metadata(info)},
+                          env_state=env_state)
+        if resume_state is not None:
+            _load_agent_state(agent, resume_state, resume)
+            trainer.load_state_dict(resume_state)
+            trainer.reset_envs(config.seed + trainer.iteration)
+        recorder = RunRecorder(run_dir, config, resume_step=trainer.global_step if resume_state else None)
+        trainer.recorder = recorder
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            trainer.stop_requested = True
+
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        progress = _progress_bar(config, trainer.global_step)
+        try:
+            trainer.train(progress)
+        finally:
+            if progress is not None:
+                progress.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        interrupted = trainer.stop_requested and trainer.iteration < config.num_iterations
+        latest = trainer.save("latest.pt")
+        if interrupted:
+            print(f"Interrupted at step {trainer.global_step}; resume with: {entry.script} --resume {latest}",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
+        final = trainer.save("final.pt")
+        print(f"Saved {final}")
+        t = trainer.timings
+        print(f"Time: env {t['env']:.1f}s, inference {t['inference']:.1f}s, update {t['update']:.1f}s, "
+              f"total {trainer.wall_time():.1f}s")
+    finally:
+        if recorder is not None:
+            recorder.close()
+        envs.close()
+    result = _evaluate(entry, config, agent, info, config.eval_episodes, device)
+    (run_dir / "evaluation.json").write_text(json.dumps(result) + "\n")
+    print(f"Evaluation ({config.eval_episodes} episodes, deterministic): "
+          f"{result['mean_return']:.2f} +- {result['std_return']:.2f}")
+    return 0
+
+
+def _progress_bar(config: PPOConfig, initial: int) -> Any:
+    if not config.progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=config.num_iterations * config.batch_size, initial=initial, unit="step",
+                unit_scale=True, dynamic_ncols=True, desc=config.environment_id)
+
+
+def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run; returns the process exit code (never raises for user errors)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser(entry)
+        namespace = parser.parse_args(argv)
+        arguments = vars(namespace)
+        actions = {key: arguments.pop(key) for key in ("evaluate", "eval_random", "resume", "list_presets",
+                                                        "debug")}
+        if actions["list_presets"]:
+            print(describe_presets())
+            return 0
+        if actions["evaluate"]:
+            if actions["resume"]:
+                raise UsageError("--evaluate and --resume cannot be combined")
+            result = run_evaluation(entry, actions["evaluate"], arguments.get("eval_episodes"),
+                                    actions["eval_random"], arguments.get("use_gpu", False))
+            print(json.dumps(result))
+            return 0
+        return run_training(entry, arguments, actions["resume"])
+    except PPOError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"{entry.script}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"{entry.script}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+

@@ -1,0 +1,348 @@
+"""The PPO training loop: collect a rollout, compute advantages, update, log, checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from gymnasium.vector import VectorEnv
+from torch import nn
+
+from ppo.buffer import RolloutBuffer
+from ppo.checkpoint import save_checkpoint
+from ppo.config import PPOConfig
+from ppo.errors import NumericalError
+from ppo.gae import compute_gae
+from ppo.losses import explained_variance, ppo_loss
+from ppo.recorder import RunRecorder
+
+# Consecutive iterations with a non-finite fault after which the run stops with NumericalError.
+MAX_CONSECUTIVE_FAULTS = 3
+
+
+def _torch_dtype(numpy_dtype: np.dtype) -> torch.dtype:
+    return torch.uint8 if numpy_dtype == np.uint8 else torch.float32
+
+
+class Trainer:
+    """Runs PPO (Schulman et al. 2017, Algorithm 1) on a vector environment.
+
+    One iteration: anneal the learning rate -> :meth:`collect_rollout` (``num_steps_collected`` steps of
+    every env, actions sampled under ``torch.inference_mode()``, truncated episodes bootstrapped with
+    ``V(final observation)``) -> GAE -> :meth:`update` (``num_epochs`` passes of shuffled minibatches,
+    clipped surrogate + value + entropy loss, gradient-norm clip, optional target-KL stop) -> observation
+    statistics updated with the rollout -> log -> checkpoint when due.
+
+    Args:
+        config: the resolved hyperparameters.
+        envs: a SAME_STEP-autoreset vector env with ``RecordEpisodeStatistics`` (``wrappers.make_vector_env``).
+        agent: an :class:`networks.ActorCritic` already on ``device``.
+        device: the learner's device.
+        recorder: where metrics go; None logs nothing.
+        checkpoint_dir: where ``latest.pt`` and ``final.pt`` go; None writes none.
+        checkpoint_metadata: plain data stored in every checkpoint (entry point, spaces).
+        env_state: ``(get, set)`` functions for environment-side statistics (reward scaler) saved in
+            checkpoints, or None.
+    """
+
+    def __init__(self, config: PPOConfig, envs: VectorEnv, agent: nn.Module, device: torch.device,
+                 recorder: RunRecorder | None = None, checkpoint_dir: Path | None = None,
+                 checkpoint_metadata: dict[str, Any] | None = None,
+                 env_state: tuple[Callable[[], Any], Callable[[Any], None]] | None = None) -> None:
+        self.config, self.envs, self.agent, self.device = config, envs, agent, device
+        self.recorder, self.checkpoint_dir = recorder, checkpoint_dir
+        self.checkpoint_metadata = checkpoint_metadata or {}
+        self.env_state = env_state
+        policy_parameters, value_parameters = agent.parameter_groups()
+        value_lr = config.value_learning_rate or config.learning_rate
+        self.base_learning_rates = [config.learning_rate, value_lr]
+        self.optimizer = torch.optim.Adam(
+            [{"params": policy_parameters, "lr": config.learning_rate},
+             {"params": value_parameters, "lr": value_lr}], eps=1e-5)
+        self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+
+        observation_space = envs.single_observation_space
+        action_space = envs.single_action_space
+        self.observation_dtype = _torch_dtype(observation_space.dtype)
+        discrete = action_space.shape == ()
+        self.buffer = RolloutBuffer(config.num_steps_collected, config.num_envs, observation_space.shape,
+                                    self.observation_dtype, tuple(action_space.shape),
+                                    torch.int64 if discrete else torch.float32, device)
+        self.minibatch_generator = torch.Generator().manual_seed(config.seed)
+
+        self.iteration = 0
+        self.global_step = 0
+        self.wall_time_offset = 0.0
+        self.next_observations: torch.Tensor | None = None
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self.recent_lengths: deque[int] = deque(maxlen=20)
+        self.iteration_episodes: list[tuple[int, float, float, int]] = []
+        self.timings = {"env": 0.0, "inference": 0.0, "update": 0.0}
+        self.consecutive_faults = 0
+        self.fault_reason = ""
+        self.stop_requested = False
+        self._start_time = time.perf_counter()
+        self._start_step = 0
+
+    # ---------------------------------------------------------------------------------------------
+    def seed_everything(self) -> None:
+        """Seed Python, numpy and torch, then reset the envs with ``seed`` (env ``i`` gets ``seed + i``)."""
+        seed = self.config.seed
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        self.envs.action_space.seed(seed)
+        self.reset_envs(seed)
+
+    def reset_envs(self, seed: int) -> None:
+        """Start new episodes in every env (env ``i`` seeded with ``seed + i``); RNGs of torch are untouched."""
+        observations, _ = self.envs.reset(seed=seed)
+        self.next_observations = self._to_tensor(observations)
+
+    def _to_tensor(self, observations: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(observations, dtype=self.observation_dtype, device=self.device)
+
+    def wall_time(self) -> float:
+        """Seconds of training so far, across resumes."""
+        return self.wall_time_offset + time.perf_counter() - self._start_time
+
+    # ---------------------------------------------------------------------------------------------
+    def collect_rollout(self) -> None:
+        """Fill the buffer with ``num_steps_collected`` steps of every env and compute advantages/returns.
+
+        Rewards of truncated (not terminated) episodes get ``gamma * V(final observation)`` added, since a
+        time limit is not a terminal state (Pardo et al. 2018, "Time Limits in Reinforcement Learning");
+        GAE then cuts the chain at every episode end.
+        """
+        config, buffer, agent = self.config, self.buffer, self.agent
+        gamma = config.gae_gamma
+        for step in range(config.num_steps_collected):
+            observations = self.next_observations
+            started = time.perf_counter()
+            with torch.inference_mode():
+                out = agent.get_action_and_value(observations)
+            actions = out.action.cpu().numpy()
+            stepped = time.perf_counter()
+            next_observations, rewards, terminations, truncations, infos = self.envs.step(actions)
+            self.timings["env"] += time.perf_counter() - stepped
+            rewards = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+            bootstrap = truncations & ~terminations
+            if bootstrap.any():
+                final_observations = self._to_tensor(np.stack(infos["final_obs"][bootstrap]))
+                with torch.inference_mode():
+                    final_values = agent.get_value(final_observations)
+                rewards[torch.as_tensor(bootstrap, device=self.device)] += gamma * final_values
+            buffer.observations[step] = observations
+            buffer.actions[step] = out.action
+            buffer.log_probs[step] = out.log_prob
+            buffer.values[step] = out.value
+            buffer.rewards[step] = rewards
+            buffer.terminations[step] = torch.as_tensor(terminations, device=self.device)
+            buffer.truncations[step] = torch.as_tensor(truncations, device=self.device)
+            self.global_step += config.num_envs
+            self._record_episodes(infos)
+            self.next_observations = self._to_tensor(next_observations)
+            self.timings["inference"] += stepped - started
+        with torch.inference_mode():
+            next_values = agent.get_value(self.next_observations)
+        buffer.advantages, buffer.returns = compute_gae(buffer.rewards, buffer.values, buffer.dones,
+                                                        next_values, gamma, config.gae_lambda)
+
+    def _record_episodes(self, infos: dict[str, Any]) -> None:
+        mask = infos.get("_episode")
+        if mask is None or not mask.any():
+            return
+        wall_time = self.wall_time()
+        for index in np.flatnonzero(mask):
+            episode_return = float(infos["episode"]["r"][index])
+            length = int(infos["episode"]["l"][index])
+            self.recent_returns.append(episode_return)
+            self.recent_lengths.append(length)
+            self.iteration_episodes.append((self.global_step, wall_time, episode_return, length))
+
+    # ---------------------------------------------------------------------------------------------
+    def _check_rollout(self) -> str | None:
+        buffer = self.buffer
+        if buffer.observations.is_floating_point() and not torch.isfinite(buffer.observations).all():
+            return "observations"
+        if not torch.isfinite(buffer.rewards).all():
+            return "rewards"
+        if not torch.isfinite(buffer.values).all():
+            return "value estimates"
+        return None
+
+    def update(self) -> dict[str, float]:
+        """``num_epochs`` passes of minibatch gradient steps on the buffer; returns mean statistics.
+
+        A minibatch whose loss or gradient norm is not finite is skipped (no optimizer step).
+        """
+        config = self.config
+        totals = torch.zeros(6, device=self.device)
+        count, skipped = 0, 0
+        for _epoch in range(config.num_epochs):
+            epoch_kl, epoch_batches = 0.0, 0
+            for batch in self.buffer.minibatches(config.num_mini_batches, self.minibatch_generator):
+                out = self.agent.get_action_and_value(batch.observations, batch.actions)
+                losses = ppo_loss(out.log_prob, batch.log_probs, batch.advantages, out.value, batch.values,
+                                  batch.returns, out.entropy, config.clip_coeff, config.ent_loss_coeff,
+                                  config.value_loss_coeff, config.clip_value_loss,
+                                  config.normalize_advantages)
+                self.optimizer.zero_grad(set_to_none=True)
+                losses.loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(self.parameters, config.max_gradient)
+                if not (torch.isfinite(grad_norm) and torch.isfinite(losses.loss)):
+                    skipped += 1
+                    continue
+                self.optimizer.step()
+                stats = torch.stack([losses.policy_loss, losses.value_loss, losses.entropy, losses.approx_kl,
+                                     losses.clipfrac, grad_norm.detach()])
+                totals += stats
+                count += 1
+                epoch_kl += float(losses.approx_kl)
+                epoch_batches += 1
+            if config.target_kl is not None and epoch_batches and epoch_kl / epoch_batches > config.target_kl:
+                break
+        means = (totals / max(count, 1)).tolist()
+        if skipped:
+            self.fault_reason = f"loss or gradient norm in {skipped} minibatch(es)"
+        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clipfrac", "grad_norm")
+        stats = dict(zip(names, means)) if count else {name: float("nan") for name in names}
+        stats["skipped_minibatches"] = skipped
+        return stats
+
+    # ---------------------------------------------------------------------------------------------
+    def train(self, progress: Any = None) -> None:
+        """Run iterations until ``total_timesteps`` (or until :attr:`stop_requested` is set).
+
+        Raises:
+            NumericalError: ``MAX_CONSECUTIVE_FAULTS`` iterations in a row produced non-finite values;
+                ``latest.pt`` keeps the last good state.
+        """
+        config = self.config
+        if self.next_observations is None:
+            self.seed_everything()
+        self._start_time = time.perf_counter()
+        self._start_step = self.global_step
+        num_iterations = config.num_iterations
+        while self.iteration < num_iterations and not self.stop_requested:
+            iteration = self.iteration + 1
+            if config.anneal_lr:
+                fraction = 1.0 - (iteration - 1.0) / num_iterations
+                for group, base in zip(self.optimizer.param_groups, self.base_learning_rates):
+                    group["lr"] = fraction * base
+            self.fault_reason = ""
+            self.collect_rollout()
+            fault = self._check_rollout()
+            started = time.perf_counter()
+            if fault is None:
+                stats = self.update()
+                fault = self.fault_reason or None
+                self.agent.update_normalizer(self.buffer.observations.flatten(0, 1))
+            else:
+                stats = {}
+            self.timings["update"] += time.perf_counter() - started
+            self.iteration = iteration
+            if fault:
+                self.consecutive_faults += 1
+                if self.consecutive_faults >= MAX_CONSECUTIVE_FAULTS:
+                    raise NumericalError(f"non-finite {fault} in {self.consecutive_faults} consecutive "
+                                         f"iterations (last at step {self.global_step}); stopped, "
+                                         "checkpoints/latest.pt holds the last good state")
+            else:
+                self.consecutive_faults = 0
+            self._log_iteration(stats)
+            if progress is not None:
+                progress.update(config.batch_size)
+                if self.recent_returns:
+                    progress.set_postfix(episodic_return=f"{np.mean(self.recent_returns):.1f}", refresh=False)
+            if (config.checkpoint_interval and iteration % config.checkpoint_interval == 0
+                    and iteration < num_iterations and not fault):
+                self.save("latest.pt")
+
+    def _log_iteration(self, stats: dict[str, float]) -> None:
+        episodes, self.iteration_episodes = self.iteration_episodes, []
+        returns = [episode[2] for episode in episodes]
+        lengths = [episode[3] for episode in episodes]
+        elapsed = time.perf_counter() - self._start_time
+        metrics = {
+            "iteration": self.iteration,
+            "global_step": self.global_step,
+            "wall_time_s": self.wall_time(),
+            "sps": (self.global_step - self._start_step) / max(elapsed, 1e-9),
+            "episodic_return_mean": float(np.mean(returns)) if returns else float("nan"),
+            "episodic_length_mean": float(np.mean(lengths)) if lengths else float("nan"),
+            "explained_variance": explained_variance(self.buffer.values.flatten(), self.buffer.returns.flatten()),
+            "learning_rate": self.optimizer.param_groups[0]["lr"],
+            **{key: stats.get(key, float("nan")) for key in ("policy_loss", "value_loss", "entropy",
+                                                              "approx_kl", "clipfrac")},
+        }
+        self.last_metrics = metrics
+        if self.recorder is not None:
+            self.recorder.log_episodes(episodes)
+            self.recorder.log_iteration(metrics)
+
+    # ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors and plain data."""
+        numpy_state = np.random.get_state()
+        return {
+            **self.checkpoint_metadata,
+            "config": dataclasses.asdict(self.config),
+            "model": self.agent.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "global_step": self.global_step,
+            "wall_time_s": self.wall_time(),
+            "env_state": self.env_state[0]() if self.env_state else None,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+                "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+                "python": _python_rng_state(),
+                "minibatch": self.minibatch_generator.get_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (model, optimizer, counters, statistics, RNG states)."""
+        self.agent.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+        self.global_step = int(state["global_step"])
+        self.wall_time_offset = float(state["wall_time_s"])
+        if self.env_state:
+            self.env_state[1](state.get("env_state"))
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng.get("cuda") and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        numpy_state = rng["numpy"]
+        np.random.set_state((numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
+        random.setstate(_to_tuples(rng["python"]))
+        self.minibatch_generator.set_state(rng["minibatch"])
+
+    def save(self, name: str) -> Path | None:
+        """Write ``checkpoint_dir/name`` atomically; returns its path (None without a checkpoint_dir)."""
+        if self.checkpoint_dir is None:
+            return None
+        path = self.checkpoint_dir / name
+        save_checkpoint(path, self.state_dict())
+        return path
+
+
+def _python_rng_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _to_tuples(state: list) -> tuple:
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+

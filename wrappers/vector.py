@@ -1,0 +1,197 @@
+"""Vector environments for vector observations, built with ``gymnasium.make_vec`` and gymnasium's wrappers.
+
+Every vector env here resets in the same step (``AutoresetMode.SAME_STEP``): each step the trainer sees is
+a real transition, and the observation an episode ended on is in ``infos["final_obs"]`` (mask
+``infos["_final_obs"]``), which is what truncation bootstrapping needs. There is no autoreset step to
+filter out of the rollout.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.wrappers import vector as vector_wrappers
+
+from ppo.errors import EnvironmentProblem
+
+# Packages that register environment namespaces when imported.
+NAMESPACE_PACKAGES = {"ALE": "ale_py", "dm_control": "shimmy"}
+ATARI_NAMESPACE = "ALE"
+
+
+def register_namespace(environment_id: str) -> None:
+    """Import the package that registers ``environment_id``'s namespace (``ALE/``, ``dm_control/``), if any.
+
+    Raises:
+        EnvironmentProblem: the package is not installed.
+    """
+    namespace = environment_id.split("/", 1)[0] if "/" in environment_id else None
+    package = NAMESPACE_PACKAGES.get(namespace or "")
+    if package is None:
+        return
+    try:
+        module = importlib.import_module(package)
+    except ImportError as error:
+        raise EnvironmentProblem(f"{environment_id} needs the Python package '{package}': "
+                                 f"pip install {package.replace('_', '-')}") from error
+    if package == "ale_py":
+        gym.register_envs(module)
+
+
+def is_atari(environment_id: str) -> bool:
+    """True for ids in the ``ALE/`` namespace (``ALE/Pong-v5``) and the old ``*NoFrameskip-v4`` style ids."""
+    return environment_id.startswith(ATARI_NAMESPACE + "/") or environment_id.endswith("NoFrameskip-v4")
+
+
+def environment_spec(environment_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of ``environment_id``.
+
+    Raises:
+        EnvironmentProblem: the id is unknown; gymnasium's own suggestion ("Did you mean ...") is kept.
+    """
+    register_namespace(environment_id)
+    try:
+        return gym.spec(environment_id)
+    except gym.error.Error as error:
+        raise EnvironmentProblem(f"unknown environment id '{environment_id}': {error}") from error
+
+
+def _make_error(environment_id: str, error: Exception) -> EnvironmentProblem:
+    if isinstance(error, gym.error.DependencyNotInstalled):
+        return EnvironmentProblem(f"{environment_id} needs a package that is not installed: {error}")
+    return EnvironmentProblem(f"could not create {environment_id}: {type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    """What an entry point needs to know about an environment before training on it."""
+
+    environment_id: str
+    observation_space: gym.Space   # one env's space, after flattening Dict observations
+    action_space: gym.Space        # one env's space, before any clipping wrapper
+    family: str                    # preset family: "discrete", "continuous" or "atari"
+    max_episode_steps: int | None
+    flatten_observations: bool = False  # Dict observations (DM Control) are flattened per env
+
+
+def describe_environment(environment_id: str) -> EnvironmentInfo:
+    """Make one instance of ``environment_id`` to read its spaces, and classify it into a preset family.
+
+    Raises:
+        EnvironmentProblem: unknown id, missing package, or an env that fails to build.
+    """
+    spec = environment_spec(environment_id)
+    try:
+        env = gym.make(environment_id)
+    except Exception as error:  # noqa: BLE001 - any failure of third-party env code is reported in one line
+        raise _make_error(environment_id, error) from error
+    try:
+        observation_space, action_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    flatten = isinstance(observation_space, gym.spaces.Dict)
+    if flatten:
+        observation_space = gym.spaces.flatten_space(observation_space)
+    if is_atari(environment_id):
+        family = "atari"
+    elif isinstance(action_space, gym.spaces.Discrete):
+        family = "discrete"
+    else:
+        family = "continuous"
+    return EnvironmentInfo(environment_id, observation_space, action_space, family, spec.max_episode_steps,
+                           flatten)
+
+
+def check_vector_observations(info: EnvironmentInfo) -> None:
+    """Refuse what ``main.py``'s MLP cannot take: image observations (Atari) and other action spaces.
+
+    Raises:
+        EnvironmentProblem: with a pointer to ``main_atari.py`` for Atari games.
+    """
+    if info.family == "atari":
+        raise EnvironmentProblem(f"{info.environment_id} is an Atari game: train it with main_atari.py")
+    space = info.observation_space
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        raise EnvironmentProblem(f"{info.environment_id} has observations {space}; main.py takes flat "
+                                 "vector observations (Box of rank 1)")
+    action_space = info.action_space
+    if not (isinstance(action_space, gym.spaces.Discrete)
+            or (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1)):
+        raise EnvironmentProblem(f"{info.environment_id} has actions {action_space}; supported are "
+                                 "Discrete and 1-D Box")
+
+
+def make_vector_env(environment_id: str, num_envs: int, vectorization_mode: str = "sync",
+                    normalize_rewards: bool = False, gamma: float = 0.99, reward_clip: float = 10.0,
+                    render_mode: str | None = None, **env_kwargs: Any) -> VectorEnv:
+    """A SAME_STEP-autoreset vector env with episode statistics, action clipping and reward scaling.
+
+    Wrapper order, inside out: ``make_vec`` (Dict observations flattened per env) ->
+    ``RecordEpisodeStatistics`` (raw returns, ``infos["episode"]``) -> ``ClipAction`` for Box actions ->
+    ``NormalizeReward(gamma)`` and ``ClipReward(+-reward_clip)`` when ``normalize_rewards``.
+
+    Args:
+        environment_id: a registered gymnasium id.
+        num_envs: number of copies, >= 1.
+        vectorization_mode: ``"sync"`` or ``"async"``.
+        normalize_rewards: scale rewards by the running std of the discounted return (training only).
+        gamma: discount of that running return.
+        reward_clip: bound of the scaled reward.
+        render_mode: passed to each env, e.g. ``"rgb_array"`` for videos.
+
+    Raises:
+        EnvironmentProblem: the env cannot be built.
+    """
+    info = describe_environment(environment_id)
+    try:
+        envs = gym.make_vec(environment_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
+                            vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+                            wrappers=[gym.wrappers.FlattenObservation] if info.flatten_observations else None,
+                            render_mode=render_mode, **env_kwargs)
+    except Exception as error:  # noqa: BLE001
+        raise _make_error(environment_id, error) from error
+    envs = vector_wrappers.RecordEpisodeStatistics(envs)
+    if isinstance(info.action_space, gym.spaces.Box):
+        envs = vector_wrappers.ClipAction(envs)
+    if normalize_rewards:
+        envs = vector_wrappers.NormalizeReward(envs, gamma=gamma)
+        envs = vector_wrappers.ClipReward(envs, -reward_clip, reward_clip)
+    return envs
+
+
+def find_wrapper(envs: VectorEnv, wrapper_type: type) -> Any | None:
+    """The outermost wrapper of ``wrapper_type`` in the chain of ``envs``, or None."""
+    while True:
+        if isinstance(envs, wrapper_type):
+            return envs
+        if not hasattr(envs, "env"):
+            return None
+        envs = envs.env
+
+
+def reward_normalizer_state(envs: VectorEnv) -> dict[str, Any] | None:
+    """Statistics of the ``NormalizeReward`` wrapper as plain data (for checkpoints), or None."""
+    wrapper = find_wrapper(envs, vector_wrappers.NormalizeReward)
+    if wrapper is None:
+        return None
+    rms = wrapper.return_rms
+    return {"mean": float(rms.mean), "var": float(rms.var), "count": float(rms.count),
+            "accumulated_reward": [float(x) for x in wrapper.accumulated_reward]}
+
+
+def load_reward_normalizer_state(envs: VectorEnv, state: dict[str, Any] | None) -> None:
+    """Restore what :func:`reward_normalizer_state` saved; a no-op when either side has no normalizer."""
+    wrapper = find_wrapper(envs, vector_wrappers.NormalizeReward)
+    if wrapper is None or state is None:
+        return
+    wrapper.return_rms.mean = np.float64(state["mean"])
+    wrapper.return_rms.var = np.float64(state["var"])
+    wrapper.return_rms.count = float(state["count"])
+    saved = np.asarray(state["accumulated_reward"], dtype=np.float32)
+    if saved.shape == wrapper.accumulated_reward.shape:
+        wrapper.accumulated_reward[:] = saved
