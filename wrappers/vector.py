@@ -152,7 +152,7 @@ def make_vector_env(environment_id: str, num_envs: int, vectorization_mode: str 
         envs = gym.make_vec(environment_id, num_envs=num_envs, vectorization_mode=vectorization_mode,
                             vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
                             wrappers=[gym.wrappers.FlattenObservation] if info.flatten_observations else None,
-                            render_mode=render_mode, **env_kwargs)
+                            **({"render_mode": render_mode} if render_mode else {}), **env_kwargs)
     except Exception as error:  # noqa: BLE001
         raise _make_error(environment_id, error) from error
     envs = vector_wrappers.RecordEpisodeStatistics(envs)

@@ -1,0 +1,14 @@
+"""main.py with its defaults learns CartPole-v1."""
+
+import json
+
+
+def test_default_cartpole_reaches_475(cli, tmp_path):
+    result = cli("main.py", "--seed", "1", "--output-dir", str(tmp_path), "--run-name", "learn",
+                 "--no-progress", timeout=900)
+    assert result.returncode == 0, result.stderr
+    evaluation = cli("main.py", "--evaluate", str(tmp_path / "learn" / "checkpoints" / "final.pt"))
+    assert evaluation.returncode == 0, evaluation.stderr
+    report = json.loads(evaluation.stdout.strip().splitlines()[-1])
+    assert report["episodes"] == 10
+    assert report["mean_return"] >= 475, report
