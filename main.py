@@ -40,9 +40,15 @@ def make_agent(config: PPOConfig, info):
                           init_log_std=config.init_log_std)
 
 
+def make_render_env(config: PPOConfig):
+    """One env of ``config.environment_id`` rendering ``rgb_array`` frames, for videos."""
+    from videos import make_render_env as make_env
+    return make_env(config.environment_id)
+
+
 def _env_state():
-    from wrappers import load_reward_normalizer_state, reward_normalizer_state
-    return reward_normalizer_state, load_reward_normalizer_state
+    from wrappers import load_vector_env_state, vector_env_state
+    return vector_env_state, load_vector_env_state
 
 
 ENTRY = EntryPoint(
@@ -54,6 +60,7 @@ ENTRY = EntryPoint(
     make_envs=make_envs,
     make_agent=make_agent,
     env_state=_env_state(),
+    make_render_env=make_render_env,
 )
 
 if __name__ == "__main__":

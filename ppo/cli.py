@@ -29,7 +29,7 @@ from ppo.errors import EXIT_INTERRUPTED, CheckpointError, PPOError, UsageError
 from ppo.evaluation import evaluate_policy
 from ppo.presets import describe_presets, presets_for
 from ppo.recorder import RunRecorder
-from ppo.trainer import Trainer
+from ppo.trainer import Trainer, seed_rngs
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class EntryPoint:
             reward scaling (and for Atari, no life-loss episode ends).
         make_agent: ``(config, info)`` -> ``networks.ActorCritic``.
         env_state: ``(get(envs), set(envs, state))`` for env-side statistics in checkpoints, or None.
+        make_render_env: ``config`` -> one (not vector) ``gymnasium.Env`` with ``render_mode="rgb_array"``
+            for videos (``--capture-video``, ``python -m videos``), or None for ``videos.make_render_env``.
     """
 
     name: str
@@ -57,6 +59,7 @@ class EntryPoint:
     make_envs: Callable[..., Any]
     make_agent: Callable[[PPOConfig, Any], torch.nn.Module]
     env_state: tuple[Callable[[Any], Any], Callable[[Any, Any], None]] | None = None
+    make_render_env: Callable[[PPOConfig], Any] | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -158,6 +161,61 @@ def _check_spaces(state: dict[str, Any], info: Any, path: str) -> None:
                                   f"{info.environment_id} has {expected[key]}")
 
 
+def load_policy(entry: EntryPoint, state: dict[str, Any], path: str,
+                device: torch.device | None = None) -> tuple[PPOConfig, Any, torch.nn.Module]:
+    """Rebuild the agent of a loaded checkpoint ``state`` (from :func:`load_checkpoint` of ``path``).
+
+    Returns:
+        ``(config, environment info, agent)``, the agent on ``device`` (default CPU) with its weights and
+        observation statistics.
+
+    Raises:
+        CheckpointError: the checkpoint belongs to another entry point or does not fit its environment.
+        EnvironmentProblem: the environment cannot be built.
+    """
+    config = _check_checkpoint(state, entry, path)
+    info = entry.describe(config.environment_id)
+    _check_spaces(state, info, path)
+    agent = entry.make_agent(config, info).to(device or torch.device("cpu"))
+    _load_agent_state(agent, state, path)
+    return config, info, agent
+
+
+def _record_run_videos(entry: EntryPoint, config: PPOConfig, agent: torch.nn.Module, run_dir: Path,
+                       stage: str) -> None:
+    """``--capture-video``: write ``videos/before.gif`` (stage "before") or the "after" videos."""
+    from videos import capture_training_videos  # lazily: imageio and cv2 only when videos are wanted
+    factory = None
+    if entry.make_render_env is not None:
+        def factory(_environment_id: str) -> Any:
+            return entry.make_render_env(config)
+    paths, recording = capture_training_videos(run_dir, stage, config.environment_id, agent,
+                                               seed=config.seed + 30_000, env_factory=factory)
+    returns = ", ".join(f"{value:.2f}" for value in recording.returns)
+    print(f"Video ({stage} training, return {returns}): {', '.join(str(path) for path in paths)}")
+
+
+def _learning_curve_writer(run_dir: Path) -> Callable[[Path], None]:
+    """A :attr:`Trainer.on_checkpoint` hook that redraws ``learning_curve.png`` when episodes.csv changed."""
+    last_stamp: tuple[int, int] | None = None
+    written = False
+
+    def write(_checkpoint: Path) -> None:
+        nonlocal last_stamp, written
+        episodes = run_dir / "episodes.csv"
+        stamp = (episodes.stat().st_size, episodes.stat().st_mtime_ns) if episodes.exists() else None
+        if written and stamp == last_stamp:
+            return
+        from videos.curves import plot_learning_curve  # lazily: matplotlib stays off the training path
+        try:
+            plot_learning_curve(run_dir)
+        except (OSError, ValueError, RuntimeError) as error:  # a missing plot must not end a training run
+            print(f"warning: could not write learning_curve.png: {error}", file=sys.stderr)
+        last_stamp, written = stamp, True
+
+    return write
+
+
 def run_evaluation(entry: EntryPoint, path: str, episodes: int | None, eval_random: bool,
                    use_gpu: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint's policy deterministically on fresh envs of its environment.
@@ -225,7 +283,8 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
         saved = _check_checkpoint(resume_state, entry, resume)
         # A resumed run keeps its saved hyperparameters; flags may only extend the budget or change
         # how it runs (threads, progress bar, checkpoint interval).
-        allowed = {"total_timesteps", "num_threads", "progress", "checkpoint_interval", "use_gpu"}
+        allowed = {"total_timesteps", "num_threads", "progress", "checkpoint_interval", "use_gpu",
+                   "capture_video"}
         changed = sorted(key for key, value in explicit.items()
                          if key not in allowed and getattr(saved, key) != value)
         if changed:
@@ -257,7 +316,10 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
     recorder = None
     interrupted = False
     try:
+        seed_rngs(config.seed)  # the network's initial weights depend on it
         agent = entry.make_agent(config, info).to(device)
+        if config.capture_video and resume_state is None:
+            _record_run_videos(entry, config, agent, run_dir, "before")
         env_state = None
         if entry.env_state is not None:
             getter, setter = entry.env_state
@@ -268,11 +330,16 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
         if resume_state is not None:
             _load_agent_state(agent, resume_state, resume)
             trainer.load_state_dict(resume_state)
-            trainer.reset_envs(config.seed + trainer.iteration)
+            if not trainer.env_restored:
+                print("The environments cannot be restored exactly (only classic control and MuJoCo in "
+                      "sync mode can): new episodes start")
         recorder = RunRecorder(run_dir, config, resume_step=trainer.global_step if resume_state else None)
         trainer.recorder = recorder
+        trainer.on_checkpoint = _learning_curve_writer(run_dir)
 
         def request_stop(signum: int, _frame: Any) -> None:
+            if trainer.stop_requested:  # a second signal: stop at once, without a checkpoint
+                raise KeyboardInterrupt
             trainer.stop_requested = True
 
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -303,6 +370,8 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
     (run_dir / "evaluation.json").write_text(json.dumps(result) + "\n")
     print(f"Evaluation ({config.eval_episodes} episodes, deterministic): "
           f"{result['mean_return']:.2f} +- {result['std_return']:.2f}")
+    if config.capture_video:
+        _record_run_videos(entry, config, agent, run_dir, "after")
     return 0
 
 

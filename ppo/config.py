@@ -89,6 +89,8 @@ class PPOConfig:
     eval_episodes: int = _flag(10, "episodes of the deterministic evaluation at the end and with "
                                "--evaluate", group="System")
     progress: bool = _flag(True, "show a progress bar", group="System")
+    capture_video: bool = _flag(False, "record videos/before.gif of the untrained agent and "
+                                "videos/after.gif/.mp4 plus before_after.gif at the end", group="System")
 
     # Derived quantities -------------------------------------------------------------------------
     @property

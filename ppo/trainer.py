@@ -49,6 +49,10 @@ class Trainer:
         checkpoint_metadata: plain data stored in every checkpoint (entry point, spaces).
         env_state: ``(get, set)`` functions for environment-side statistics (reward scaler) saved in
             checkpoints, or None.
+
+    Attributes:
+        on_checkpoint: None, or a callable given the path of every checkpoint :meth:`save` writes (the
+            CLI redraws the learning curve there, keeping plotting out of this module).
     """
 
     def __init__(self, config: PPOConfig, envs: VectorEnv, agent: nn.Module, device: torch.device,
@@ -88,6 +92,10 @@ class Trainer:
         self.consecutive_faults = 0
         self.fault_reason = ""
         self.stop_requested = False
+        self.on_checkpoint: Callable[[Path], None] | None = None
+        self.resume_point: dict[str, Any] | None = None
+        self.abandoned_rollout = False
+        self.env_restored = False
         self._start_time = time.perf_counter()
         self._start_step = 0
 
@@ -95,9 +103,7 @@ class Trainer:
     def seed_everything(self) -> None:
         """Seed Python, numpy and torch, then reset the envs with ``seed`` (env ``i`` gets ``seed + i``)."""
         seed = self.config.seed
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_rngs(seed)
         self.envs.action_space.seed(seed)
         self.reset_envs(seed)
 
@@ -117,6 +123,9 @@ class Trainer:
     def collect_rollout(self) -> None:
         """Fill the buffer with ``num_steps_collected`` steps of every env and compute advantages/returns.
 
+        Returns False, leaving the rollout unfinished, when :attr:`stop_requested` was set during it.
+        Non-finite rewards or observations are zeroed and recorded in :attr:`fault_reason`.
+
         Rewards of truncated (not terminated) episodes get ``gamma * V(final observation)`` added, since a
         time limit is not a terminal state (Pardo et al. 2018, "Time Limits in Reinforcement Learning");
         GAE then cuts the chain at every episode end.
@@ -124,6 +133,8 @@ class Trainer:
         config, buffer, agent = self.config, self.buffer, self.agent
         gamma = config.gae_gamma
         for step in range(config.num_steps_collected):
+            if self.stop_requested:
+                return False
             observations = self.next_observations
             started = time.perf_counter()
             with torch.inference_mode():
@@ -132,6 +143,9 @@ class Trainer:
             stepped = time.perf_counter()
             next_observations, rewards, terminations, truncations, infos = self.envs.step(actions)
             self.timings["env"] += time.perf_counter() - stepped
+            if not np.isfinite(rewards).all():
+                self.fault_reason = "rewards"
+                rewards = np.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0)
             rewards = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
             bootstrap = truncations & ~terminations
             if bootstrap.any():
@@ -148,12 +162,21 @@ class Trainer:
             buffer.truncations[step] = torch.as_tensor(truncations, device=self.device)
             self.global_step += config.num_envs
             self._record_episodes(infos)
-            self.next_observations = self._to_tensor(next_observations)
+            self.next_observations = self._to_tensor(self._finite_observations(next_observations))
             self.timings["inference"] += stepped - started
         with torch.inference_mode():
             next_values = agent.get_value(self.next_observations)
         buffer.advantages, buffer.returns = compute_gae(buffer.rewards, buffer.values, buffer.dones,
                                                         next_values, gamma, config.gae_lambda)
+        return True
+
+    def _finite_observations(self, observations: np.ndarray) -> np.ndarray:
+        """Observations with non-finite entries zeroed (and the fault noted): the policy must never see
+        NaN, or sampling fails; the iteration's update is then skipped."""
+        if observations.dtype.kind == "f" and not np.isfinite(observations).all():
+            self.fault_reason = "observations"
+            return np.nan_to_num(observations, nan=0.0, posinf=0.0, neginf=0.0)
+        return observations
 
     def _record_episodes(self, infos: dict[str, Any]) -> None:
         mask = infos.get("_episode")
@@ -169,12 +192,9 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------
     def _check_rollout(self) -> str | None:
-        buffer = self.buffer
-        if buffer.observations.is_floating_point() and not torch.isfinite(buffer.observations).all():
-            return "observations"
-        if not torch.isfinite(buffer.rewards).all():
-            return "rewards"
-        if not torch.isfinite(buffer.values).all():
+        if self.fault_reason:
+            return self.fault_reason
+        if not torch.isfinite(self.buffer.values).all():
             return "value estimates"
         return None
 
@@ -238,7 +258,10 @@ class Trainer:
                 for group, base in zip(self.optimizer.param_groups, self.base_learning_rates):
                     group["lr"] = fraction * base
             self.fault_reason = ""
-            self.collect_rollout()
+            self.resume_point = self._capture_resume_point()
+            if not self.collect_rollout():
+                self.abandoned_rollout = True
+                break  # interrupted: checkpoints keep the resume point taken before this rollout
             fault = self._check_rollout()
             started = time.perf_counter()
             if fault is None:
@@ -266,6 +289,7 @@ class Trainer:
                     and iteration < num_iterations and not fault):
                 self.save("latest.pt")
 
+
     def _log_iteration(self, stats: dict[str, float]) -> None:
         episodes, self.iteration_episodes = self.iteration_episodes, []
         returns = [episode[2] for episode in episodes]
@@ -289,18 +313,16 @@ class Trainer:
             self.recorder.log_iteration(metrics)
 
     # ---------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Everything a resume needs, as tensors and plain data."""
+    def _capture_resume_point(self) -> dict[str, Any]:
+        """The state between two iterations that the model and optimizer do not hold: counters, RNG
+        states, environment state and the observations the next rollout starts from."""
         numpy_state = np.random.get_state()
         return {
-            **self.checkpoint_metadata,
-            "config": dataclasses.asdict(self.config),
-            "model": self.agent.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
             "global_step": self.global_step,
             "wall_time_s": self.wall_time(),
             "env_state": self.env_state[0]() if self.env_state else None,
+            "next_observations": self.next_observations.clone(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
@@ -310,15 +332,37 @@ class Trainer:
             },
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors and plain data.
+
+        Model and optimizer are taken as they are; counters, RNG and environment states come from the
+        last iteration boundary, so a rollout abandoned by an interrupt is repeated on resume exactly as
+        it would have run.
+        """
+        return {
+            **self.checkpoint_metadata,
+            "config": dataclasses.asdict(self.config),
+            "model": self.agent.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            **self.resume_point,
+        }
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` (model, optimizer, counters, statistics, RNG states)."""
+        """Restore a :meth:`state_dict` (model, optimizer, counters, statistics, RNG states).
+
+        The envs are reset (seeded with ``seed + iteration``) and then, where the checkpoint holds their
+        simulator states, put back exactly where they were (:attr:`env_restored`); otherwise new
+        episodes start.
+        """
         self.agent.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
         self.wall_time_offset = float(state["wall_time_s"])
-        if self.env_state:
-            self.env_state[1](state.get("env_state"))
+        self.reset_envs(self.config.seed + self.iteration)
+        self.env_restored = bool(self.env_state and self.env_state[1](state.get("env_state")))
+        if self.env_restored:
+            self.next_observations = state["next_observations"].to(self.device)
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") and self.device.type == "cuda":
@@ -333,8 +377,19 @@ class Trainer:
         if self.checkpoint_dir is None:
             return None
         path = self.checkpoint_dir / name
+        if not self.abandoned_rollout:
+            self.resume_point = self._capture_resume_point()
         save_checkpoint(path, self.state_dict())
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path)
         return path
+
+
+def seed_rngs(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (call before building the network)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _python_rng_state() -> list:

@@ -1,7 +1,9 @@
 """Environment construction: gymnasium vector envs and their wrappers."""
 
 from wrappers.vector import (EnvironmentInfo, check_vector_observations, describe_environment, is_atari,
-                             load_reward_normalizer_state, make_vector_env, reward_normalizer_state)
+                             load_reward_normalizer_state, load_vector_env_state, make_vector_env,
+                             reward_normalizer_state, vector_env_state)
 
 __all__ = ["EnvironmentInfo", "check_vector_observations", "describe_environment", "is_atari",
-           "load_reward_normalizer_state", "make_vector_env", "reward_normalizer_state"]
+           "load_reward_normalizer_state", "load_vector_env_state", "make_vector_env",
+           "reward_normalizer_state", "vector_env_state"]

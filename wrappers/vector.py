@@ -195,3 +195,90 @@ def load_reward_normalizer_state(envs: VectorEnv, state: dict[str, Any] | None) 
     saved = np.asarray(state["accumulated_reward"], dtype=np.float32)
     if saved.shape == wrapper.accumulated_reward.shape:
         wrapper.accumulated_reward[:] = saved
+
+
+def _single_env_state(env: gym.Env) -> dict[str, Any] | None:
+    """Plain-data state of one env, or None where it cannot be captured (Box2D, Atari, ...).
+
+    Captured: the env's ``np_random`` generator, the ``TimeLimit`` step count, and the simulator state:
+    ``unwrapped.state`` for classic control, MuJoCo's full integration state (``mj_getState`` with
+    ``mjSTATE_INTEGRATION``: positions, velocities, activations, warm start, time, controls) for MuJoCo.
+    """
+    unwrapped = env.unwrapped
+    state: dict[str, Any] = {"np_random": unwrapped.np_random.bit_generator.state}
+    time_limit = find_wrapper(env, gym.wrappers.TimeLimit)
+    state["elapsed_steps"] = time_limit._elapsed_steps if time_limit is not None else None
+    if hasattr(unwrapped, "model") and hasattr(unwrapped, "data") and type(unwrapped.data).__module__.startswith(
+            "mujoco"):
+        import mujoco
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        buffer = np.empty(mujoco.mj_stateSize(unwrapped.model, spec))
+        mujoco.mj_getState(unwrapped.model, unwrapped.data, buffer, spec)
+        state["mujoco"] = buffer.tolist()
+    elif isinstance(getattr(unwrapped, "state", None), (np.ndarray, tuple, list)):
+        state["classic"] = np.asarray(unwrapped.state, dtype=np.float64).tolist()
+        state["classic_dtype"] = str(np.asarray(unwrapped.state).dtype)
+        state["classic_type"] = type(unwrapped.state).__name__
+        state["steps_beyond_terminated"] = getattr(unwrapped, "steps_beyond_terminated", None)
+    else:
+        return None
+    return state
+
+
+def _load_single_env_state(env: gym.Env, state: dict[str, Any]) -> None:
+    unwrapped = env.unwrapped
+    unwrapped.np_random.bit_generator.state = state["np_random"]
+    time_limit = find_wrapper(env, gym.wrappers.TimeLimit)
+    if time_limit is not None and state["elapsed_steps"] is not None:
+        time_limit._elapsed_steps = state["elapsed_steps"]
+    if "mujoco" in state:
+        import mujoco
+        mujoco.mj_setState(unwrapped.model, unwrapped.data, np.asarray(state["mujoco"]),
+                           mujoco.mjtState.mjSTATE_INTEGRATION)
+    else:
+        value = np.asarray(state["classic"], dtype=state["classic_dtype"])
+        unwrapped.state = tuple(value.tolist()) if state["classic_type"] == "tuple" else value
+        if "steps_beyond_terminated" in state and hasattr(unwrapped, "steps_beyond_terminated"):
+            unwrapped.steps_beyond_terminated = state["steps_beyond_terminated"]
+
+
+def vector_env_state(envs: VectorEnv) -> dict[str, Any]:
+    """Everything of ``envs`` a checkpoint keeps, as plain data.
+
+    ``reward_normalizer``: see :func:`reward_normalizer_state`. ``episodes``: the running episode
+    returns and lengths of ``RecordEpisodeStatistics``. ``envs``: per-env simulator states for a sync
+    vector env whose every env can be captured (classic control, MuJoCo), else None: those envs start
+    new episodes on resume (Box2D, Atari, async vector envs).
+    """
+    statistics = find_wrapper(envs, vector_wrappers.RecordEpisodeStatistics)
+    sync = find_wrapper(envs, gym.vector.SyncVectorEnv)
+    singles = [_single_env_state(env) for env in sync.envs] if sync is not None else [None]
+    return {
+        "reward_normalizer": reward_normalizer_state(envs),
+        "episodes": None if statistics is None else {
+            "returns": statistics.episode_returns.tolist(), "lengths": statistics.episode_lengths.tolist()},
+        "envs": singles if all(state is not None for state in singles) else None,
+    }
+
+
+def load_vector_env_state(envs: VectorEnv, state: dict[str, Any] | None) -> bool:
+    """Restore :func:`vector_env_state` into freshly reset ``envs``.
+
+    Returns:
+        True when the simulators were restored (the episodes continue where they were), False when only
+        the statistics were (the episodes restart).
+    """
+    if not state:
+        return False
+    load_reward_normalizer_state(envs, state.get("reward_normalizer"))
+    sync = find_wrapper(envs, gym.vector.SyncVectorEnv)
+    singles = state.get("envs")
+    if sync is None or singles is None or len(singles) != len(sync.envs):
+        return False
+    for env, single in zip(sync.envs, singles):
+        _load_single_env_state(env, single)
+    statistics = find_wrapper(envs, vector_wrappers.RecordEpisodeStatistics)
+    if statistics is not None and state.get("episodes"):
+        statistics.episode_returns[:] = state["episodes"]["returns"]
+        statistics.episode_lengths[:] = state["episodes"]["lengths"]
+    return True
