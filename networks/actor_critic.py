@@ -47,9 +47,14 @@ class ActorCritic(nn.Module):
     deployed policy needs.
     """
 
-    normalizer: RunningNormalizer | None = None
     action_head: nn.Module
     value_head: nn.Module
+
+    def __init__(self) -> None:
+        super().__init__()
+        # An instance attribute (not a class one): nn.Module registers a RunningNormalizer assigned later
+        # as a submodule, and attribute lookup must find that submodule.
+        self.normalizer: RunningNormalizer | None = None
 
     def preprocess(self, observations: torch.Tensor) -> torch.Tensor:
         """Raw observations ``[N, ...]`` -> network input (float32)."""

@@ -1,0 +1,74 @@
+"""Networks: action heads against torch.distributions, the normalizer against numpy."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from networks import MLPActorCritic, RunningNormalizer
+from networks.heads import LOG_STD_MAX, LOG_STD_MIN, CategoricalHead, GaussianHead
+
+
+def test_normalizer_matches_numpy_moments_over_several_batches():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(n, 4)) for n in (5, 17, 1, 40)]
+    normalizer = RunningNormalizer((4,), clip=100.0)
+    for batch in batches:
+        normalizer.update(torch.as_tensor(batch))
+    data = np.concatenate(batches)
+    assert normalizer.count.item() == len(data)
+    np.testing.assert_allclose(normalizer.mean.numpy(), data.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(normalizer.var.numpy(), data.var(0), rtol=1e-10)
+    expected = (data - data.mean(0)) / np.sqrt(data.var(0) + 1e-8)
+    np.testing.assert_allclose(normalizer(torch.as_tensor(data)).numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_normalizer_ignores_non_finite_rows_and_clips():
+    normalizer = RunningNormalizer((2,), clip=1.0)
+    normalizer.update(torch.tensor([[1.0, 2.0], [float("nan"), 0.0], [3.0, 4.0]]))
+    assert normalizer.count.item() == 2
+    assert normalizer(torch.tensor([[1000.0, -1000.0]])).tolist() == [[1.0, -1.0]]
+
+
+def test_agent_applies_its_normalizer_and_saves_its_statistics():
+    agent = MLPActorCritic((3,), gym.spaces.Discrete(2), normalize_observations=True)
+    observations = torch.randn(64, 3) * 50 + 100
+    before = agent.get_value(observations)
+    agent.update_normalizer(observations)
+    after = agent.get_value(observations)
+    assert not torch.allclose(before, after)
+    assert agent.state_dict()["normalizer.count"].item() == 64
+
+
+def test_gaussian_head_log_prob_and_entropy_match_torch_normal():
+    head = GaussianHead(5, 3, init_log_std=-0.5)
+    features = torch.randn(8, 5)
+    action, log_prob, entropy = head(features)
+    reference = torch.distributions.Normal(head.mean(features), torch.exp(torch.tensor(-0.5)))
+    torch.testing.assert_close(log_prob, reference.log_prob(action).sum(-1))
+    torch.testing.assert_close(entropy, reference.entropy().sum(-1))
+    deterministic, _, _ = head(features, deterministic=True)
+    torch.testing.assert_close(deterministic, head.mean(features))
+
+
+@pytest.mark.parametrize("state_dependent", [False, True])
+def test_gaussian_log_std_is_bounded(state_dependent):
+    head = GaussianHead(2, 1, state_dependent=state_dependent)
+    with torch.no_grad():
+        if state_dependent:
+            head.std.bias.fill_(-1e4)
+        else:
+            head.log_std.fill_(50.0)
+    _, _, entropy = head(torch.zeros(1, 2))
+    log_std = entropy - 0.5 - 0.5 * np.log(2 * np.pi)
+    assert LOG_STD_MIN - 1e-5 <= log_std.item() <= LOG_STD_MAX + 1e-5
+
+
+def test_categorical_head_matches_torch_categorical():
+    head = CategoricalHead(4, 3)
+    features = torch.randn(6, 4)
+    action, log_prob, entropy = head(features)
+    reference = torch.distributions.Categorical(logits=head.logits(features))
+    torch.testing.assert_close(log_prob, reference.log_prob(action))
+    torch.testing.assert_close(entropy, reference.entropy())
+    assert torch.equal(head(features, deterministic=True)[0], reference.probs.argmax(-1))
