@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -53,13 +54,19 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing them
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-        raise CheckpointError(f"checkpoint '{path}' was refused: it holds more than tensors and plain data "
-                              f"({first_line[:160]})") from error
+        unsafe = [line.strip() for line in str(error).splitlines() if "Unsupported global" in line]
+        if unsafe:
+            raise CheckpointError(f"checkpoint '{path}' was refused: it would load {unsafe[0][:120]}, and only "
+                                  "tensors and plain data are accepted") from error
+        raise CheckpointError(f"checkpoint '{path}' is truncated, corrupted or unsafe and cannot be read"
+                              ) from error
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as error:
-        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupted and cannot be read") from error
+        raise CheckpointError(f"checkpoint '{path}' is truncated, corrupted or unsafe and cannot be read"
+                              ) from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not a checkpoint written by this trainer")
     if state.get("version") != VERSION:
