@@ -38,7 +38,10 @@ class CategoricalHead(nn.Module):
             if deterministic:
                 action = logits.argmax(dim=-1)
             else:
-                action = torch.multinomial(log_probs_all.exp(), 1).squeeze(-1)
+                # Gumbel-max sampling written with exponentials: argmax(logits - log E), E ~ Exp(1), is a
+                # sample of Categorical(logits); a few times cheaper per call than torch.multinomial.
+                noise = torch.empty_like(logits).exponential_()
+                action = (logits - noise.log()).argmax(dim=-1)
         log_prob = log_probs_all.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
         entropy = -(log_probs_all.exp() * log_probs_all).sum(-1)
         return action, log_prob, entropy

@@ -101,8 +101,9 @@ def select_device(use_gpu: bool) -> torch.device:
 
 def configure_torch(config: PPOConfig) -> None:
     """Thread count and determinism settings."""
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
+    # One thread is fastest for the small networks of PPO on a few cores (per-op overhead dominates and
+    # env workers need the other cores); 0 picks that, a positive value overrides it.
+    torch.set_num_threads(config.num_threads or 1)
     if config.deterministic_torch:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)

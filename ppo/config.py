@@ -41,6 +41,10 @@ class PPOConfig:
                                     choices=("sync", "async"), group="Environment")
     total_timesteps: int = _flag(1_000_000, "environment steps to train for, summed over all envs",
                                  group="Environment")
+    sticky_action_probability: float = _flag(0.25, "Atari (main_atari.py): probability that the emulator "
+                                             "repeats the previous action instead of the new one, per frame "
+                                             "(Machado et al. 2018; 0 for the old deterministic games)",
+                                             group="Environment")
     # Rollout and update
     num_steps_collected: int = _flag(2048, "steps collected per environment per rollout", ("--num-steps",))
     num_mini_batches: int = _flag(32, "NUMBER of minibatches per epoch (their size is num_envs * "
@@ -80,7 +84,7 @@ class PPOConfig:
                                       group="System")
     use_gpu: bool = _flag(False, "run the learner on CUDA (fails if no CUDA device exists)", ("--cuda",),
                           group="System")
-    num_threads: int = _flag(0, "torch CPU threads (0: automatic, 1 for small networks)", group="System")
+    num_threads: int = _flag(0, "torch CPU threads (0: automatic, which is 1: fastest for small networks)", group="System")
     output_dir: str = _flag("runs", "parent directory of run directories", group="System")
     run_name: str | None = _flag(None, "name of this run's directory (default: ENV__SEED__TIME)",
                                  group="System")
@@ -204,7 +208,7 @@ def validate_config(config: PPOConfig) -> None:
         value = getattr(config, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             fail(name, f"must be a positive number, got {value}")
-    for name in ("gae_gamma", "gae_lambda"):
+    for name in ("gae_gamma", "gae_lambda", "sticky_action_probability"):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
             fail(name, f"must lie in [0, 1], got {value}")

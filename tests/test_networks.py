@@ -72,3 +72,14 @@ def test_categorical_head_matches_torch_categorical():
     torch.testing.assert_close(log_prob, reference.log_prob(action))
     torch.testing.assert_close(entropy, reference.entropy())
     assert torch.equal(head(features, deterministic=True)[0], reference.probs.argmax(-1))
+
+
+def test_categorical_sampling_follows_the_softmax():
+    head = CategoricalHead(2, 3)
+    with torch.no_grad():
+        head.logits.weight.zero_()
+        head.logits.bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
+    torch.manual_seed(0)
+    actions, _, _ = head(torch.zeros(200_000, 2))
+    frequencies = torch.bincount(actions, minlength=3) / 200_000
+    torch.testing.assert_close(frequencies, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0), atol=5e-3, rtol=0)
