@@ -1,0 +1,228 @@
+"""Side-by-side speed and time-to-score of this trainer and Stable-Baselines3 on the same machine.
+
+    pip install -r benchmarks/requirements.txt
+    python benchmarks/compare.py speed                      # Hopper-v4, CartPole-v1, Humanoid-v4
+    python benchmarks/compare.py speed --cases cartpole --repeats 3
+    python benchmarks/compare.py time-to-score --environment-id CartPole-v1 --seeds 1 2 3 4 5
+
+Every measurement runs in a fresh child process, ours and SB3's alternating, so both see the same
+machine state. Steps per second count training only (environment steps divided by the time from the
+first rollout to the end of the last update), not interpreter start-up or the final evaluation. Peak
+memory is the child's maximum resident set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> (environment id, hyperparameters shared by both libraries, total steps)
+SPEED_CASES = {
+    "hopper": ("Hopper-v4", dict(num_envs=1, num_steps=2048, epochs=10, minibatches=32, lr=3e-4, ent=0.0,
+                                 normalize=True), 8192),
+    "cartpole": ("CartPole-v1", dict(num_envs=4, num_steps=128, epochs=4, minibatches=4, lr=2.5e-4, ent=0.01,
+                                     normalize=False), 32768),
+    "humanoid": ("Humanoid-v4", dict(num_envs=16, num_steps=512, epochs=10, minibatches=32, lr=3e-4, ent=0.0,
+                                     normalize=True), 16384),
+}
+
+# RL Zoo (rl-baselines3-zoo hyperparams/ppo.yml) settings for SB3 in time-to-score mode.
+ZOO = {
+    "CartPole-v1": dict(n_envs=8, normalize=False, total=100_000, kwargs=dict(
+        n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0),
+        linear_lr=1e-3, linear_clip=0.2),
+    "Hopper-v4": dict(n_envs=1, normalize=True, total=1_000_000, kwargs=dict(
+        batch_size=32, n_steps=512, gamma=0.999, learning_rate=9.80828e-05, ent_coef=0.00229519,
+        clip_range=0.2, n_epochs=5, gae_lambda=0.99, max_grad_norm=0.7, vf_coef=0.835671),
+        policy_kwargs="dict(log_std_init=-2, ortho_init=False, activation_fn=torch.nn.ReLU, "
+                      "net_arch=dict(pi=[256, 256], vf=[256, 256]))"),
+}
+THRESHOLDS = {"CartPole-v1": 475.0, "Hopper-v4": 2500.0}
+
+
+def run_child_with_memory(command: list[str]) -> tuple[str, float]:
+    """Run a child process; returns (stdout, its peak resident memory in MiB, from ``wait4``).
+
+    Raises:
+        RuntimeError: the child failed (with the end of its stderr).
+    """
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} failed:\n{stderr[-2000:]}")
+    return stdout, usage.ru_maxrss / 1024
+
+
+def ours_speed(environment_id: str, p: dict, total: int, workdir: Path, seed: int) -> dict:
+    run = workdir / f"ours-{environment_id}-{seed}"
+    command = [sys.executable, "main.py", "--environment-id", environment_id, "--num-envs", str(p["num_envs"]),
+               "--num-steps-collected", str(p["num_steps"]), "--num-epochs", str(p["epochs"]),
+               "--num-mini-batches", str(p["minibatches"]), "--learning-rate", str(p["lr"]),
+               "--ent-loss-coeff", str(p["ent"]), "--total-timesteps", str(total), "--seed", str(seed),
+               "--no-progress", "--eval-episodes", "1", "--checkpoint-interval", "0",
+               "--output-dir", str(workdir), "--run-name", run.name]
+    flag = "--" if p["normalize"] else "--no-"
+    command += [f"{flag}normalize-observations", f"{flag}normalize-rewards"]
+    stdout, peak = run_child_with_memory(command)
+    with (run / "metrics.csv").open() as handle:
+        last = list(csv.DictReader(handle))[-1]
+    split = re.search(r"Time: env ([\d.]+)s, inference ([\d.]+)s, update ([\d.]+)s, total ([\d.]+)s", stdout)
+    env_s, inference_s, update_s, total_s = (float(x) for x in split.groups())
+    return {"sps": float(last["sps"]), "peak_mib": peak, "env_s": env_s, "inference_s": inference_s,
+            "update_s": update_s, "total_s": total_s}
+
+
+SB3_SPEED = """
+import json, sys, time, torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
+env_id, n_envs, n_steps, epochs, minibatches, lr, ent, normalize, total, seed = sys.argv[1:]
+n_envs, n_steps, epochs, minibatches, total, seed = map(int, (n_envs, n_steps, epochs, minibatches, total, seed))
+env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+if normalize == "True":
+    env = VecNormalize(env, gamma=0.99)
+model = PPO("MlpPolicy", env, n_steps=n_steps, batch_size=n_envs * n_steps // minibatches, n_epochs=epochs,
+            learning_rate=float(lr), ent_coef=float(ent), gamma=0.99, gae_lambda=0.95, clip_range=0.2,
+            vf_coef=0.5, max_grad_norm=0.5, seed=seed, device="cpu", verbose=0)
+start = time.perf_counter()
+model.learn(total_timesteps=total)
+elapsed = time.perf_counter() - start
+print(json.dumps({"sps": model.num_timesteps / elapsed}))
+"""
+
+
+def sb3_speed(environment_id: str, p: dict, total: int, seed: int) -> dict:
+    command = [sys.executable, "-c", SB3_SPEED, environment_id, str(p["num_envs"]), str(p["num_steps"]),
+               str(p["epochs"]), str(p["minibatches"]), str(p["lr"]), str(p["ent"]), str(p["normalize"]),
+               str(total), str(seed)]
+    stdout, peak = run_child_with_memory(command)
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_mib": peak}
+
+
+def speed(args: argparse.Namespace) -> None:
+    print(f"# python benchmarks/compare.py speed --cases {' '.join(args.cases)} --repeats {args.repeats}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases:
+            environment_id, p, total = SPEED_CASES[name]
+            ours, theirs = [], []
+            for repeat in range(args.repeats):  # alternate: ours, SB3, ours, SB3, ...
+                ours.append(ours_speed(environment_id, p, total, Path(tmp), seed=repeat + 1))
+                theirs.append(sb3_speed(environment_id, p, total, seed=repeat + 1))
+            ours_sps = statistics.median(r["sps"] for r in ours)
+            sb3_sps = statistics.median(r["sps"] for r in theirs)
+            split = {key: statistics.median(r[key] for r in ours) for key in ("env_s", "inference_s",
+                                                                                "update_s", "total_s")}
+            print(f"{environment_id} ({p['num_envs']} envs x {p['num_steps']} steps, {p['epochs']} epochs, "
+                  f"{p['minibatches']} minibatches, {total} steps, median of {args.repeats}): "
+                  f"ours {ours_sps:,.0f} steps/s, SB3 {sb3_sps:,.0f} steps/s, ratio {ours_sps / sb3_sps:.2f}x; "
+                  f"our time: env {split['env_s']:.1f}s, inference {split['inference_s']:.1f}s, "
+                  f"update {split['update_s']:.1f}s of {split['total_s']:.1f}s; peak memory ours "
+                  f"{max(r['peak_mib'] for r in ours):.0f} MiB, SB3 {max(r['peak_mib'] for r in theirs):.0f} MiB",
+                  flush=True)
+
+
+SB3_SCORE = """
+import json, sys, time, collections, torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
+settings = json.loads(sys.argv[1]); env_id = sys.argv[2]; seed = int(sys.argv[3]); threshold = float(sys.argv[4])
+env = make_vec_env(env_id, n_envs=settings["n_envs"], seed=seed)
+if settings["normalize"]:
+    env = VecNormalize(env, gamma=settings["kwargs"].get("gamma", 0.99))
+kwargs = dict(settings["kwargs"])
+if "linear_lr" in settings:
+    kwargs["learning_rate"] = lambda progress, v=settings["linear_lr"]: progress * v
+if "linear_clip" in settings:
+    kwargs["clip_range"] = lambda progress, v=settings["linear_clip"]: progress * v
+if "policy_kwargs" in settings:
+    kwargs["policy_kwargs"] = eval(settings["policy_kwargs"])
+class Stop(BaseCallback):
+    def _on_training_start(self):
+        self.returns, self.start, self.reached = collections.deque(maxlen=20), time.perf_counter(), None
+    def _on_step(self):
+        for info in self.locals["infos"]:
+            if "episode" in info:
+                self.returns.append(info["episode"]["r"])
+                if len(self.returns) == 20 and sum(self.returns) / 20 >= threshold:
+                    self.reached = (time.perf_counter() - self.start, self.num_timesteps)
+                    return False
+        return True
+callback = Stop()
+model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+model.learn(total_timesteps=settings["total"], callback=callback)
+print(json.dumps({"seconds": callback.reached[0] if callback.reached else None,
+                  "steps": callback.reached[1] if callback.reached else None}))
+"""
+
+
+def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir: Path) -> dict:
+    run = workdir / f"score-{environment_id}-{seed}"
+    run_child_with_memory([sys.executable, "main.py", "--environment-id", environment_id, "--seed", str(seed),
+                           "--no-progress", "--eval-episodes", "1", "--output-dir", str(workdir),
+                           "--run-name", run.name])
+    window: list[float] = []
+    with (run / "episodes.csv").open() as handle:
+        for row in csv.DictReader(handle):
+            window = (window + [float(row["return"])])[-20:]
+            if len(window) == 20 and sum(window) / 20 >= threshold:
+                return {"seconds": float(row["wall_time_s"]), "steps": int(row["global_step"])}
+    return {"seconds": None, "steps": None}
+
+
+def time_to_score(args: argparse.Namespace) -> None:
+    environment_id = args.environment_id
+    threshold = args.threshold or THRESHOLDS[environment_id]
+    print(f"# python benchmarks/compare.py time-to-score --environment-id {environment_id} "
+          f"--seeds {' '.join(map(str, args.seeds))}")
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            ours.append(ours_time_to_score(environment_id, seed, threshold, Path(tmp)))
+            stdout, _ = run_child_with_memory([sys.executable, "-c", SB3_SCORE, json.dumps(ZOO[environment_id]),
+                                               environment_id, str(seed), str(threshold)])
+            theirs.append(json.loads(stdout.strip().splitlines()[-1]))
+            print(f"seed {seed}: ours {ours[-1]}, SB3 (RL Zoo) {theirs[-1]}", flush=True)
+
+    def median(results: list[dict]) -> str:
+        times = [r["seconds"] if r["seconds"] is not None else float("inf") for r in results]
+        return f"{statistics.median(times):.1f} s"
+    print(f"{environment_id}: mean of the last 20 training episodes >= {threshold}: median wall-clock ours "
+          f"{median(ours)}, SB3 with RL Zoo hyperparameters {median(theirs)} (seeds {args.seeds}; "
+          "inf = not reached within the budget)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    s = sub.add_parser("speed", help="steps/s with matched hyperparameters")
+    s.add_argument("--cases", nargs="+", choices=list(SPEED_CASES), default=list(SPEED_CASES))
+    s.add_argument("--repeats", type=int, default=2)
+    t = sub.add_parser("time-to-score", help="wall-clock seconds until a return threshold")
+    t.add_argument("--environment-id", choices=list(ZOO), default="CartPole-v1")
+    t.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    t.add_argument("--threshold", type=float, default=None)
+    args = parser.parse_args()
+    speed(args) if args.mode == "speed" else time_to_score(args)
+
+
+if __name__ == "__main__":
+    main()
