@@ -47,6 +47,8 @@ class EntryPoint:
             reward scaling (and for Atari, no life-loss episode ends).
         make_agent: ``(config, info)`` -> ``networks.ActorCritic``.
         env_state: ``(get(envs), set(envs, state))`` for env-side statistics in checkpoints, or None.
+        check_config: ``config`` -> None; raises UsageError for flags this entry cannot honour (run
+            before any work).
         make_render_env: ``config`` -> one (not vector) ``gymnasium.Env`` with ``render_mode="rgb_array"``
             for videos (``--capture-video``, ``python -m videos``), or None for ``videos.make_render_env``.
     """
@@ -60,6 +62,7 @@ class EntryPoint:
     make_agent: Callable[[PPOConfig, Any], torch.nn.Module]
     env_state: tuple[Callable[[Any], Any], Callable[[Any, Any], None]] | None = None
     make_render_env: Callable[[PPOConfig], Any] | None = None
+    check_config: Callable[[PPOConfig], None] | None = None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -232,6 +235,7 @@ def run_evaluation(entry: EntryPoint, path: str, episodes: int | None, eval_rand
     config = _check_checkpoint(state, entry, path)
     episodes = episodes or config.eval_episodes
     device = select_device(use_gpu)
+    configure_torch(config)
     info = entry.describe(config.environment_id)
     _check_spaces(state, info, path)
     agent = entry.make_agent(config, info).to(device)
@@ -303,6 +307,8 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
         config = resolve_config({"environment_id": environment_id, **explicit},
                                 *(values for _, values in presets))
         sources = [f"preset: {source}" for source, _ in presets]
+    if entry.check_config is not None:
+        entry.check_config(config)
     device = select_device(config.use_gpu)
     run_dir = _prepare_run_dir(config, resume_dir)
     print(f"Run directory: {run_dir}", flush=True)

@@ -40,6 +40,7 @@ def register_namespace(environment_id: str) -> None:
         raise EnvironmentProblem(f"{environment_id} needs the Python package '{package}': "
                                  f"pip install {package.replace('_', '-')}") from error
     if package == "ale_py":
+        module.ALEInterface.setLoggerMode(module.LoggerMode.Error)  # no start-up banner on stderr
         gym.register_envs(module)
 
 
