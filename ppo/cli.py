@@ -27,7 +27,7 @@ from ppo.checkpoint import load_checkpoint
 from ppo.config import PPOConfig, add_config_arguments, config_from_dict, resolve_config
 from ppo.errors import EXIT_INTERRUPTED, CheckpointError, PPOError, UsageError
 from ppo.evaluation import evaluate_policy
-from ppo.presets import describe_presets, presets_for
+from ppo.presets import describe_presets, presets_for, published_result
 from ppo.recorder import RunRecorder
 from ppo.trainer import Trainer, seed_rngs
 
@@ -232,14 +232,10 @@ def run_evaluation(entry: EntryPoint, path: str, episodes: int | None, eval_rand
         EnvironmentProblem: the environment cannot be built.
     """
     state = load_checkpoint(path)
-    config = _check_checkpoint(state, entry, path)
-    episodes = episodes or config.eval_episodes
     device = select_device(use_gpu)
+    config, info, agent = load_policy(entry, state, path, device)
     configure_torch(config)
-    info = entry.describe(config.environment_id)
-    _check_spaces(state, info, path)
-    agent = entry.make_agent(config, info).to(device)
-    _load_agent_state(agent, state, path)
+    episodes = episodes or config.eval_episodes
     result = _evaluate(entry, config, agent, info, episodes, device)
     if eval_random:
         envs = entry.make_envs(config, min(episodes, 16), evaluation=True)
@@ -377,9 +373,23 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
     (run_dir / "evaluation.json").write_text(json.dumps(result) + "\n")
     print(f"Evaluation ({config.eval_episodes} episodes, deterministic): "
           f"{result['mean_return']:.2f} +- {result['std_return']:.2f}")
+    print(_comparison_line(config, info))
     if config.capture_video:
         _record_run_videos(entry, config, agent, run_dir, "after")
     return 0
+
+
+def _comparison_line(config: PPOConfig, info: Any) -> str:
+    """Where the result stands: the published PPO number for this env and gymnasium's reward threshold."""
+    parts = []
+    published = published_result(config.environment_id)
+    if published is not None:
+        parts.append(f"published PPO {published['mean_return']} at {published['steps']:,} steps "
+                     f"({published['source']})")
+    threshold = getattr(info, "reward_threshold", None)
+    if threshold is not None:
+        parts.append(f"gymnasium reward threshold {threshold}")
+    return "Compare: " + ("; ".join(parts) if parts else "no published PPO result or reward threshold on record")
 
 
 def _progress_bar(config: PPOConfig, initial: int) -> Any:
@@ -408,6 +418,12 @@ def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--evaluate and --resume cannot be combined")
             result = run_evaluation(entry, actions["evaluate"], arguments.get("eval_episodes"),
                                     actions["eval_random"], arguments.get("use_gpu", False))
+            line = (f"deterministic policy: {result['mean_return']:.2f} +- {result['std_return']:.2f} over "
+                    f"{result['episodes']} episodes")
+            if "random_mean_return" in result:
+                line += (f"; random agent: {result['random_mean_return']:.2f} +- "
+                         f"{result['random_std_return']:.2f}")
+            print(line)
             print(json.dumps(result))
             return 0
         return run_training(entry, arguments, actions["resume"])

@@ -29,6 +29,11 @@ def presets_for(environment_id: str, family: str) -> list[tuple[str, dict[str, A
     return found
 
 
+def published_result(environment_id: str) -> dict[str, Any] | None:
+    """The published PPO result for ``environment_id``: ``{"steps", "mean_return", "source"}``, or None."""
+    return load_presets().get("published", {}).get(environment_id)
+
+
 def describe_presets() -> str:
     """A readable listing of every preset, for ``--list-presets``."""
     data = load_presets()

@@ -77,6 +77,7 @@ class EnvironmentInfo:
     action_space: gym.Space        # one env's space, before any clipping wrapper
     family: str                    # preset family: "discrete", "continuous" or "atari"
     max_episode_steps: int | None
+    reward_threshold: float | None = None  # gymnasium's "solved" return, where registered
     flatten_observations: bool = False  # Dict observations (DM Control) are flattened per env
 
 
@@ -105,7 +106,7 @@ def describe_environment(environment_id: str) -> EnvironmentInfo:
     else:
         family = "continuous"
     return EnvironmentInfo(environment_id, observation_space, action_space, family, spec.max_episode_steps,
-                           flatten)
+                           reward_threshold=spec.reward_threshold, flatten_observations=flatten)
 
 
 def check_vector_observations(info: EnvironmentInfo) -> None:
