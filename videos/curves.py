@@ -50,8 +50,9 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def default_window(num_episodes: int) -> int:
-    """Smoothing window: a tenth of the episodes, between 1 and 100."""
-    return int(min(100, max(1, num_episodes // 10)))
+    """Smoothing window: a tenth of the episodes, between 1 and 20 (the window of the progress bar's
+    recent return; a wider one lags far behind when many short early episodes come first)."""
+    return int(min(20, max(1, num_episodes // 10)))
 
 
 def plot_learning_curve(run_dir: str | os.PathLike, window: int | None = None) -> Path:
