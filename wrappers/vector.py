@@ -21,6 +21,9 @@ from ppo.errors import EnvironmentProblem
 
 # Packages that register environment namespaces when imported.
 NAMESPACE_PACKAGES = {"ALE": "ale_py", "dm_control": "shimmy"}
+# What those namespaces need installed beyond the package itself (shimmy registers dm_control/ ids only
+# when dm_control imports), and the pip line that brings it all.
+NAMESPACE_REQUIREMENTS = {"dm_control": (("shimmy", "dm_control"), '"shimmy[dm-control]"')}
 ATARI_NAMESPACE = "ALE"
 
 
@@ -34,11 +37,14 @@ def register_namespace(environment_id: str) -> None:
     package = NAMESPACE_PACKAGES.get(namespace or "")
     if package is None:
         return
+    modules, pip_line = NAMESPACE_REQUIREMENTS.get(namespace or "", ((package,), package.replace("_", "-")))
     try:
+        for name in modules:
+            importlib.import_module(name)
         module = importlib.import_module(package)
     except ImportError as error:
-        raise EnvironmentProblem(f"{environment_id} needs the Python package '{package}': "
-                                 f"pip install {package.replace('_', '-')}") from error
+        raise EnvironmentProblem(f"{environment_id} needs the Python package '{error.name or package}': "
+                                 f"pip install {pip_line}") from error
     if package == "ale_py":
         module.ALEInterface.setLoggerMode(module.LoggerMode.Error)  # no start-up banner on stderr
         gym.register_envs(module)
@@ -199,24 +205,77 @@ def load_reward_normalizer_state(envs: VectorEnv, state: dict[str, Any] | None) 
         wrapper.accumulated_reward[:] = saved
 
 
+# Model fields that DM Control suite tasks change when an episode starts (target positions and sizes in
+# reacher, finger, fish, swimmer, manipulator, stacker; tendon wrapping in point_mass; damping in finger;
+# the terrain of quadruped-escape). They are saved with the physics state so a resumed episode keeps them.
+DM_CONTROL_MODEL_FIELDS = ("body_pos", "body_quat", "geom_pos", "geom_size", "site_pos", "site_size",
+                           "light_pos", "wrap_prm", "dof_damping", "hfield_data")
+
+
+def _dm_control_environment(unwrapped: Any) -> Any | None:
+    """The ``dm_control.rl.control.Environment`` (suite task) inside shimmy's ``DmControlCompatibilityV0``.
+
+    None for every other env, including composer tasks (locomotion, manipulation), whose state is spread
+    over entities and is not captured.
+    """
+    if not type(unwrapped).__module__.startswith("shimmy."):
+        return None
+    inner = vars(unwrapped).get("_env")
+    if getattr(getattr(unwrapped, "env_type", None), "name", None) != "RL_CONTROL" or not all(
+            hasattr(inner, name) for name in ("_physics", "_task", "_step_count", "_reset_next_step")):
+        return None
+    physics = inner._physics
+    if not (hasattr(physics, "model") and hasattr(physics.model, "ptr") and hasattr(physics, "legacy_step")):
+        return None
+    return inner
+
+
+def _mujoco_integration_state(model: Any, data: Any) -> list[float]:
+    """MuJoCo's full integration state: positions, velocities, activations, warm start, time, controls."""
+    import mujoco
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    buffer = np.empty(mujoco.mj_stateSize(model, spec))
+    mujoco.mj_getState(model, data, buffer, spec)
+    return buffer.tolist()
+
+
+def _rng_state(rng: np.random.Generator | np.random.RandomState) -> dict[str, Any]:
+    """``{"np_random": ...}`` for gymnasium's Generator, ``{"np_random_legacy": ...}`` for the legacy
+    ``RandomState`` of dm_control tasks (which shimmy returns as ``np_random``); plain data either way."""
+    if isinstance(rng, np.random.RandomState):
+        state = rng.get_state(legacy=False)
+        state["state"] = {"key": state["state"]["key"].tolist(), "pos": int(state["state"]["pos"])}
+        return {"np_random_legacy": state}
+    return {"np_random": rng.bit_generator.state}
+
+
 def _single_env_state(env: gym.Env) -> dict[str, Any] | None:
     """Plain-data state of one env, or None where it cannot be captured (Box2D, Atari, ...).
 
     Captured: the env's ``np_random`` generator, the ``TimeLimit`` step count, and the simulator state:
     ``unwrapped.state`` for classic control, MuJoCo's full integration state (``mj_getState`` with
     ``mjSTATE_INTEGRATION``: positions, velocities, activations, warm start, time, controls) for MuJoCo.
+    DM Control suite tasks (through shimmy) keep the same MuJoCo state plus the task's ``RandomState``,
+    dm_control's own step counter (its 1000-step time limit) and the per-episode model fields of
+    :data:`DM_CONTROL_MODEL_FIELDS`.
     """
     unwrapped = env.unwrapped
-    state: dict[str, Any] = {"np_random": unwrapped.np_random.bit_generator.state}
+    state: dict[str, Any] = _rng_state(unwrapped.np_random)
     time_limit = find_wrapper(env, gym.wrappers.TimeLimit)
     state["elapsed_steps"] = time_limit._elapsed_steps if time_limit is not None else None
-    if hasattr(unwrapped, "model") and hasattr(unwrapped, "data") and type(unwrapped.data).__module__.startswith(
+    dm_control_env = _dm_control_environment(unwrapped)
+    if dm_control_env is not None:
+        model, data = dm_control_env._physics.model.ptr, dm_control_env._physics.data.ptr
+        state["mujoco"] = _mujoco_integration_state(model, data)
+        state["dm_control"] = {
+            "step_count": int(dm_control_env._step_count),
+            "reset_next_step": bool(dm_control_env._reset_next_step),
+            "model": {name: np.asarray(getattr(model, name)).ravel().tolist() for name in DM_CONTROL_MODEL_FIELDS
+                      if np.asarray(getattr(model, name, ())).size},
+        }
+    elif hasattr(unwrapped, "model") and hasattr(unwrapped, "data") and type(unwrapped.data).__module__.startswith(
             "mujoco"):
-        import mujoco
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        buffer = np.empty(mujoco.mj_stateSize(unwrapped.model, spec))
-        mujoco.mj_getState(unwrapped.model, unwrapped.data, buffer, spec)
-        state["mujoco"] = buffer.tolist()
+        state["mujoco"] = _mujoco_integration_state(unwrapped.model, unwrapped.data)
     elif isinstance(getattr(unwrapped, "state", None), (np.ndarray, tuple, list)):
         state["classic"] = np.asarray(unwrapped.state, dtype=np.float64).tolist()
         state["classic_dtype"] = str(np.asarray(unwrapped.state).dtype)
@@ -229,11 +288,28 @@ def _single_env_state(env: gym.Env) -> dict[str, Any] | None:
 
 def _load_single_env_state(env: gym.Env, state: dict[str, Any]) -> None:
     unwrapped = env.unwrapped
-    unwrapped.np_random.bit_generator.state = state["np_random"]
+    if "np_random_legacy" in state:
+        unwrapped.np_random.set_state(state["np_random_legacy"])
+    else:
+        unwrapped.np_random.bit_generator.state = state["np_random"]
     time_limit = find_wrapper(env, gym.wrappers.TimeLimit)
     if time_limit is not None and state["elapsed_steps"] is not None:
         time_limit._elapsed_steps = state["elapsed_steps"]
-    if "mujoco" in state:
+    if "dm_control" in state:
+        import mujoco
+        dm_control_env = _dm_control_environment(unwrapped)
+        physics = dm_control_env._physics
+        model, data = physics.model.ptr, physics.data.ptr
+        for name, values in state["dm_control"]["model"].items():
+            getattr(model, name).ravel()[:] = values
+        mujoco.mj_setState(model, data, np.asarray(state["mujoco"]), mujoco.mjtState.mjSTATE_INTEGRATION)
+        if physics.legacy_step:
+            # dm_control's legacy step starts with mj_step2 and relies on the mj_step1 that ended the
+            # previous step (positions and velocities already propagated): redo that mj_step1.
+            mujoco.mj_step1(model, data)
+        dm_control_env._step_count = state["dm_control"]["step_count"]
+        dm_control_env._reset_next_step = state["dm_control"]["reset_next_step"]
+    elif "mujoco" in state:
         import mujoco
         mujoco.mj_setState(unwrapped.model, unwrapped.data, np.asarray(state["mujoco"]),
                            mujoco.mjtState.mjSTATE_INTEGRATION)
@@ -249,7 +325,7 @@ def vector_env_state(envs: VectorEnv) -> dict[str, Any]:
 
     ``reward_normalizer``: see :func:`reward_normalizer_state`. ``episodes``: the running episode
     returns and lengths of ``RecordEpisodeStatistics``. ``envs``: per-env simulator states for a sync
-    vector env whose every env can be captured (classic control, MuJoCo), else None: those envs start
+    vector env whose every env can be captured (classic control, MuJoCo, DM Control suite), else None: those envs start
     new episodes on resume (Box2D, Atari, async vector envs).
     """
     statistics = find_wrapper(envs, vector_wrappers.RecordEpisodeStatistics)
