@@ -25,7 +25,8 @@ import torch
 
 from ppo.checkpoint import load_checkpoint
 from ppo.config import PPOConfig, add_config_arguments, config_from_dict, resolve_config
-from ppo.errors import EXIT_INTERRUPTED, CheckpointError, PPOError, UsageError
+from ppo.distributed import DistributedContext, init_from_environment
+from ppo.errors import EXIT_INTERRUPTED, CheckpointError, NumericalError, PPOError, UsageError
 from ppo.evaluation import evaluate_policy
 from ppo.presets import describe_presets, presets_for, published_result
 from ppo.recorder import RunRecorder
@@ -293,7 +294,8 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
                              f"{', '.join('--' + key.replace('_', '-') for key in changed)}")
         config = dataclasses.replace(saved, **{k: v for k, v in explicit.items() if k in allowed})
         resume_dir = Path(resume).resolve().parent.parent
-        sources: list[str] = [f"resumed from {resume} at step {resume_state['global_step']}"]
+        saved_steps = int(resume_state["global_step"]) * int(resume_state.get("world_size", 1))  # all ranks'
+        sources: list[str] = [f"resumed from {resume} at step {saved_steps}"]
         info = entry.describe(config.environment_id)
         _check_spaces(resume_state, info, resume)
     else:
@@ -306,39 +308,94 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
     if entry.check_config is not None:
         entry.check_config(config)
     device = select_device(config.use_gpu)
-    run_dir = _prepare_run_dir(config, resume_dir)
-    print(f"Run directory: {run_dir}", flush=True)
+    # Under torchrun (WORLD_SIZE > 1) join the process group; a single process gets a no-op context.
+    distributed = init_from_environment(config.use_gpu)
+    try:
+        return _train_and_evaluate(entry, config, info, sources, resume, resume_state, resume_dir,
+                                   distributed.device if distributed.enabled else device, distributed)
+    finally:
+        distributed.close()
+
+
+def _silent(*_args: Any, **_kwargs: Any) -> None:
+    """``print`` of the ranks other than 0 of a distributed run."""
+
+
+def _model_tensors(agent: torch.nn.Module) -> list[torch.Tensor]:
+    """Weights and buffers (observation statistics) of ``agent``, for the cross-rank equality check."""
+    return [*agent.parameters(), *agent.buffers()]
+
+
+def _train_and_evaluate(entry: EntryPoint, config: PPOConfig, info: Any, sources: list[str], resume: str | None,
+                        resume_state: dict[str, Any] | None, resume_dir: Path | None, device: torch.device,
+                        distributed: DistributedContext) -> int:
+    """The training run of :func:`run_training` on this process (one rank of a distributed run).
+
+    Only rank 0 creates the run directory, prints, writes metrics, checkpoints, the learning curve and
+    videos, and evaluates at the end; the other ranks train silently.
+    """
+    world_size, is_main = distributed.world_size, distributed.is_main
+    say = print if is_main else _silent
+    if resume_state is not None and int(resume_state.get("world_size", 1)) != world_size:
+        saved_world = int(resume_state.get("world_size", 1))
+        how = (f"python {entry.script}" if saved_world == 1
+               else f"torchrun and {saved_world} processes in all (--nnodes x --nproc_per_node)")
+        raise UsageError(f"checkpoint '{resume}' was written by a run of {saved_world} process(es), this is a "
+                         f"run of {world_size}; resume it with {how} (steps are counted per process)")
+    run_dir = _prepare_run_dir(config, resume_dir) if is_main else None
+    say(f"Run directory: {run_dir}", flush=True)
     for line in sources:
-        print(line)
-    print(f"{config.environment_id}: {config.num_envs} envs x {config.num_steps_collected} steps, "
-          f"{config.num_mini_batches} minibatches of {config.minibatch_size}, {config.num_epochs} epochs, "
-          f"{config.total_timesteps} steps on {device}")
+        say(line)
+    say(f"{config.environment_id}: {config.num_envs} envs x {config.num_steps_collected} steps, "
+        f"{config.num_mini_batches} minibatches of {config.minibatch_size}, {config.num_epochs} epochs, "
+        f"{config.total_timesteps} steps on {device}")
+    if distributed.enabled:
+        say(f"Distributed: {world_size} processes, each with the numbers above (rank r seeds its envs with "
+            f"seed + 1000 r); gradients averaged over {world_size * config.batch_size} transitions per "
+            f"update, {world_size * config.total_timesteps} steps in all")
     configure_torch(config)
 
     envs = entry.make_envs(config, config.num_envs, evaluation=False)
     recorder = None
     interrupted = False
     try:
-        seed_rngs(config.seed)  # the network's initial weights depend on it
+        seed_rngs(config.seed)  # the network's initial weights depend on it (the same on every rank)
         agent = entry.make_agent(config, info).to(device)
-        if config.capture_video and resume_state is None:
+        if config.capture_video and resume_state is None and is_main:
             _record_run_videos(entry, config, agent, run_dir, "before")
         env_state = None
         if entry.env_state is not None:
             getter, setter = entry.env_state
-            env_state = (lambda: getter(envs), lambda state: setter(envs, state))
-        trainer = Trainer(config, envs, agent, device, checkpoint_dir=run_dir / "checkpoints",
-                          checkpoint_metadata={"entry": entry.name, **_space_metadata(info)},
-                          env_state=env_state)
+            if distributed.enabled:
+                # The checkpoint holds rank 0's envs: every rank takes the saved reward-scaler statistics
+                # but starts new episodes of its own ("envs": None keeps the simulators as reset).
+                env_state = (lambda: getter(envs),
+                             lambda state: setter(envs, {**state, "envs": None} if isinstance(state, dict)
+                                                  else state))
+            else:
+                env_state = (lambda: getter(envs), lambda state: setter(envs, state))
+        metadata = {"entry": entry.name, **_space_metadata(info)}
+        if distributed.enabled:
+            metadata["world_size"] = world_size
+        trainer = Trainer(config, envs, agent, device,
+                          checkpoint_dir=run_dir / "checkpoints" if is_main else None,
+                          checkpoint_metadata=metadata, env_state=env_state, distributed=distributed)
         if resume_state is not None:
             _load_agent_state(agent, resume_state, resume)
             trainer.load_state_dict(resume_state)
-            if not trainer.env_restored:
+            if distributed.enabled:
+                say("Distributed resume: every rank starts new episodes (the checkpoint holds rank 0's state)")
+            elif not trainer.env_restored:
                 print("The environments cannot be restored exactly (only classic control and MuJoCo in "
                       "sync mode can): new episodes start")
-        recorder = RunRecorder(run_dir, config, resume_step=trainer.global_step if resume_state else None)
-        trainer.recorder = recorder
-        trainer.on_checkpoint = _learning_curve_writer(run_dir)
+        if distributed.enabled and not distributed.identical_across_ranks(_model_tensors(agent)):
+            raise NumericalError(f"the initial weights differ across the {world_size} ranks (same --seed, same "
+                                 "torch version and device type on every node?)")
+        if is_main:
+            recorder = RunRecorder(run_dir, config,
+                                   resume_step=trainer.global_step * world_size if resume_state else None)
+            trainer.recorder = recorder
+            trainer.on_checkpoint = _learning_curve_writer(run_dir)
 
         def request_stop(signum: int, _frame: Any) -> None:
             if trainer.stop_requested:  # a second signal: stop at once, without a checkpoint
@@ -346,7 +403,7 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
             trainer.stop_requested = True
 
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-        progress = _progress_bar(config, trainer.global_step)
+        progress = _progress_bar(config, trainer.global_step, world_size) if is_main else None
         try:
             trainer.train(progress)
         finally:
@@ -355,20 +412,31 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         interrupted = trainer.stop_requested and trainer.iteration < config.num_iterations
+        if distributed.enabled and not interrupted:
+            if not distributed.identical_across_ranks(_model_tensors(agent)):
+                raise NumericalError(f"the parameters differ across the {world_size} ranks after training; "
+                                     "checkpoints/latest.pt holds rank 0's last saved state")
+            compared = ("weights and observation statistics" if getattr(agent, "normalizer", None) is not None
+                        else "weights")
+            say(f"Parameters identical across {world_size} ranks ({compared})")
         latest = trainer.save("latest.pt")
         if interrupted:
-            print(f"Interrupted at step {trainer.global_step}; resume with: {entry.script} --resume {latest}",
-                  file=sys.stderr)
+            if is_main:
+                print(f"Interrupted at step {trainer.global_step * world_size}; resume with: "
+                      f"{entry.script if world_size == 1 else 'torchrun ... ' + entry.script} --resume {latest}",
+                      file=sys.stderr)
             return EXIT_INTERRUPTED
         final = trainer.save("final.pt")
-        print(f"Saved {final}")
+        say(f"Saved {final}")
         t = trainer.timings
-        print(f"Time: env {t['env']:.1f}s, inference {t['inference']:.1f}s, update {t['update']:.1f}s, "
-              f"total {trainer.wall_time():.1f}s")
+        say(f"Time: env {t['env']:.1f}s, inference {t['inference']:.1f}s, update {t['update']:.1f}s, "
+            f"total {trainer.wall_time():.1f}s" + (" (rank 0)" if distributed.enabled else ""))
     finally:
         if recorder is not None:
             recorder.close()
         envs.close()
+    if not is_main:
+        return 0
     result = _evaluate(entry, config, agent, info, config.eval_episodes, device)
     (run_dir / "evaluation.json").write_text(json.dumps(result) + "\n")
     print(f"Evaluation ({config.eval_episodes} episodes, deterministic): "
@@ -392,12 +460,13 @@ def _comparison_line(config: PPOConfig, info: Any) -> str:
     return "Compare: " + ("; ".join(parts) if parts else "no published PPO result or reward threshold on record")
 
 
-def _progress_bar(config: PPOConfig, initial: int) -> Any:
+def _progress_bar(config: PPOConfig, initial: int, world_size: int = 1) -> Any:
+    """tqdm over the steps of all ranks (``world_size`` processes of ``config.total_timesteps`` each)."""
     if not config.progress:
         return None
     from tqdm import tqdm
-    return tqdm(total=config.num_iterations * config.batch_size, initial=initial, unit="step",
-                unit_scale=True, dynamic_ncols=True, desc=config.environment_id)
+    return tqdm(total=config.num_iterations * config.batch_size * world_size, initial=initial * world_size,
+                unit="step", unit_scale=True, dynamic_ncols=True, desc=config.environment_id)
 
 
 def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:

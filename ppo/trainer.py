@@ -17,6 +17,7 @@ from torch import nn
 from ppo.buffer import RolloutBuffer
 from ppo.checkpoint import save_checkpoint
 from ppo.config import PPOConfig
+from ppo.distributed import DistributedContext
 from ppo.errors import NumericalError
 from ppo.gae import compute_gae
 from ppo.losses import explained_variance, ppo_loss
@@ -49,6 +50,11 @@ class Trainer:
         checkpoint_metadata: plain data stored in every checkpoint (entry point, spaces).
         env_state: ``(get, set)`` functions for environment-side statistics (reward scaler) saved in
             checkpoints, or None.
+        distributed: the :class:`ppo.distributed.DistributedContext` of a multi-process run, or None (a
+            single process; so is a context with ``world_size == 1``). With more than one rank, gradients
+            are averaged across ranks before the clip, the observation normalizer is updated with every
+            rank's rollout, the envs and sampling of rank ``r`` are seeded with ``seed + 1000 * r``, and
+            skip/early-stop/stop decisions are agreed across ranks; logged steps count all ranks' steps.
 
     Attributes:
         on_checkpoint: None, or a callable given the path of every checkpoint :meth:`save` writes (the
@@ -58,8 +64,13 @@ class Trainer:
     def __init__(self, config: PPOConfig, envs: VectorEnv, agent: nn.Module, device: torch.device,
                  recorder: RunRecorder | None = None, checkpoint_dir: Path | None = None,
                  checkpoint_metadata: dict[str, Any] | None = None,
-                 env_state: tuple[Callable[[], Any], Callable[[Any], None]] | None = None) -> None:
+                 env_state: tuple[Callable[[], Any], Callable[[Any], None]] | None = None,
+                 distributed: DistributedContext | None = None) -> None:
         self.config, self.envs, self.agent, self.device = config, envs, agent, device
+        # None for a single process: then no code path below makes a torch.distributed call.
+        self.distributed = distributed if distributed is not None and distributed.enabled else None
+        self.seed = self.distributed.rank_seed(config.seed) if self.distributed else config.seed
+        self.step_scale = self.distributed.world_size if self.distributed else 1  # logged steps: all ranks'
         self.recorder, self.checkpoint_dir = recorder, checkpoint_dir
         self.checkpoint_metadata = checkpoint_metadata or {}
         self.env_state = env_state
@@ -79,7 +90,7 @@ class Trainer:
         self.buffer = RolloutBuffer(config.num_steps_collected, config.num_envs, observation_space.shape,
                                     self.observation_dtype, tuple(action_space.shape),
                                     torch.int64 if discrete else torch.float32, device)
-        self.minibatch_generator = torch.Generator().manual_seed(config.seed)
+        self.minibatch_generator = torch.Generator().manual_seed(self.seed)
 
         self.iteration = 0
         self.global_step = 0
@@ -101,8 +112,11 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------
     def seed_everything(self) -> None:
-        """Seed Python, numpy and torch, then reset the envs with ``seed`` (env ``i`` gets ``seed + i``)."""
-        seed = self.config.seed
+        """Seed Python, numpy and torch, then reset the envs with ``seed`` (env ``i`` gets ``seed + i``).
+
+        ``seed`` is ``config.seed``, and ``config.seed + 1000 * rank`` on rank ``rank`` of a distributed run.
+        """
+        seed = self.seed
         seed_rngs(seed)
         self.envs.action_space.seed(seed)
         self.reset_envs(seed)
@@ -123,7 +137,8 @@ class Trainer:
     def collect_rollout(self) -> None:
         """Fill the buffer with ``num_steps_collected`` steps of every env and compute advantages/returns.
 
-        Returns False, leaving the rollout unfinished, when :attr:`stop_requested` was set during it.
+        Returns False, leaving the rollout unfinished, when :attr:`stop_requested` was set during it (a
+        single process only: distributed ranks finish the rollout and agree on stopping in :meth:`train`).
         Non-finite rewards or observations are zeroed and recorded in :attr:`fault_reason`.
 
         Rewards of truncated (not terminated) episodes get ``gamma * V(final observation)`` added, since a
@@ -133,7 +148,7 @@ class Trainer:
         config, buffer, agent = self.config, self.buffer, self.agent
         gamma = config.gae_gamma
         for step in range(config.num_steps_collected):
-            if self.stop_requested:
+            if self.stop_requested and self.distributed is None:
                 return False
             observations = self.next_observations
             started = time.perf_counter()
@@ -188,7 +203,8 @@ class Trainer:
             length = int(infos["episode"]["l"][index])
             self.recent_returns.append(episode_return)
             self.recent_lengths.append(length)
-            self.iteration_episodes.append((self.global_step, wall_time, episode_return, length))
+            self.iteration_episodes.append((self.global_step * self.step_scale, wall_time, episode_return,
+                                            length))
 
     # ---------------------------------------------------------------------------------------------
     def _check_rollout(self) -> str | None:
@@ -202,6 +218,10 @@ class Trainer:
         """``num_epochs`` passes of minibatch gradient steps on the buffer; returns mean statistics.
 
         A minibatch whose loss or gradient norm is not finite is skipped (no optimizer step).
+
+        Distributed: gradients are averaged across ranks before the gradient-norm clip, so the norm, the
+        skip decision and the step are identical on every rank; the target-KL stop uses the KL averaged
+        across ranks, so every rank runs the same number of epochs (and of collective calls).
         """
         config = self.config
         totals = torch.zeros(6, device=self.device)
@@ -216,8 +236,12 @@ class Trainer:
                                   config.normalize_advantages)
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.loss.backward()
+                if self.distributed is not None:
+                    loss_finite, minibatch_kl = self._average_gradients(losses.loss, losses.approx_kl)
+                else:
+                    loss_finite, minibatch_kl = bool(torch.isfinite(losses.loss)), losses.approx_kl
                 grad_norm = nn.utils.clip_grad_norm_(self.parameters, config.max_gradient)
-                if not (torch.isfinite(grad_norm) and torch.isfinite(losses.loss)):
+                if not (torch.isfinite(grad_norm) and loss_finite):
                     skipped += 1
                     continue
                 self.optimizer.step()
@@ -225,7 +249,7 @@ class Trainer:
                                      losses.clipfrac, grad_norm.detach()])
                 totals += stats
                 count += 1
-                epoch_kl += float(losses.approx_kl)
+                epoch_kl += float(minibatch_kl)
                 epoch_batches += 1
             if config.target_kl is not None and epoch_batches and epoch_kl / epoch_batches > config.target_kl:
                 break
@@ -237,9 +261,25 @@ class Trainer:
         stats["skipped_minibatches"] = skipped
         return stats
 
+    def _average_gradients(self, loss: torch.Tensor, approx_kl: torch.Tensor) -> tuple[bool, float]:
+        """Distributed: average the gradients across ranks (one all-reduce, which also carries the number
+        of ranks whose loss is not finite and the sum of the ranks' approx KL).
+
+        Returns:
+            ``(every rank's loss is finite, approx KL averaged across ranks)``, the same on every rank.
+        """
+        extras = torch.stack([(~torch.isfinite(loss.detach())).to(torch.float32),
+                              approx_kl.detach().to(torch.float32)])
+        reduced = self.distributed.average_gradients(self.parameters, extras)
+        return bool(reduced[0] == 0), float(reduced[1]) / self.distributed.world_size
+
     # ---------------------------------------------------------------------------------------------
     def train(self, progress: Any = None) -> None:
         """Run iterations until ``total_timesteps`` (or until :attr:`stop_requested` is set).
+
+        Distributed: the ranks agree at every iteration boundary whether to stop (a stop requested on any
+        rank stops all of them there) and, before the update, whether to skip it (a fault on any rank skips
+        it on all), so every rank runs the same iterations and the same collective calls.
 
         Raises:
             NumericalError: ``MAX_CONSECUTIVE_FAULTS`` iterations in a row produced non-finite values;
@@ -251,7 +291,7 @@ class Trainer:
         self._start_time = time.perf_counter()
         self._start_step = self.global_step
         num_iterations = config.num_iterations
-        while self.iteration < num_iterations and not self.stop_requested:
+        while self.iteration < num_iterations and not self._stop_agreed():
             iteration = self.iteration + 1
             if config.anneal_lr:
                 fraction = 1.0 - (iteration - 1.0) / num_iterations
@@ -263,11 +303,16 @@ class Trainer:
                 self.abandoned_rollout = True
                 break  # interrupted: checkpoints keep the resume point taken before this rollout
             fault = self._check_rollout()
+            if self.distributed is not None:
+                fault = self._agree_on_fault(fault)
             started = time.perf_counter()
             if fault is None:
                 stats = self.update()
                 fault = self.fault_reason or None
-                self.agent.update_normalizer(self.buffer.observations.flatten(0, 1))
+                if self.distributed is not None:
+                    self._update_normalizer_from_all_ranks()
+                else:
+                    self.agent.update_normalizer(self.buffer.observations.flatten(0, 1))
             else:
                 stats = {}
             self.timings["update"] += time.perf_counter() - started
@@ -282,13 +327,32 @@ class Trainer:
                 self.consecutive_faults = 0
             self._log_iteration(stats)
             if progress is not None:
-                progress.update(config.batch_size)
+                progress.update(config.batch_size * self.step_scale)
                 if self.recent_returns:
                     progress.set_postfix(episodic_return=f"{np.mean(self.recent_returns):.1f}", refresh=False)
             if (config.checkpoint_interval and iteration % config.checkpoint_interval == 0
                     and iteration < num_iterations and not fault):
                 self.save("latest.pt")
 
+    def _stop_agreed(self) -> bool:
+        """:attr:`stop_requested`; distributed, True on every rank as soon as it is set on one of them."""
+        if self.distributed is not None and self.distributed.any(self.stop_requested):
+            self.stop_requested = True
+        return self.stop_requested
+
+    def _agree_on_fault(self, fault: str | None) -> str | None:
+        """Distributed: the rollout's fault, or one naming another rank when only another rank had one."""
+        if self.distributed.any(fault is not None) and fault is None:
+            return "values on another rank"
+        return fault
+
+    def _update_normalizer_from_all_ranks(self) -> None:
+        """Distributed: merge every rank's rollout observations (in rank order) into the observation
+        statistics, so they stay identical on every rank."""
+        if getattr(self.agent, "normalizer", None) is None:
+            return  # nothing to gather (Atari frames: tens of MB per rollout)
+        observations = self.distributed.all_gather(self.buffer.observations.flatten(0, 1))
+        self.agent.update_normalizer(observations)
 
     def _log_iteration(self, stats: dict[str, float]) -> None:
         episodes, self.iteration_episodes = self.iteration_episodes, []
@@ -297,9 +361,9 @@ class Trainer:
         elapsed = time.perf_counter() - self._start_time
         metrics = {
             "iteration": self.iteration,
-            "global_step": self.global_step,
+            "global_step": self.global_step * self.step_scale,
             "wall_time_s": self.wall_time(),
-            "sps": (self.global_step - self._start_step) / max(elapsed, 1e-9),
+            "sps": (self.global_step - self._start_step) * self.step_scale / max(elapsed, 1e-9),
             "episodic_return_mean": float(np.mean(returns)) if returns else float("nan"),
             "episodic_length_mean": float(np.mean(lengths)) if lengths else float("nan"),
             "explained_variance": explained_variance(self.buffer.values.flatten(), self.buffer.returns.flatten()),
@@ -353,13 +417,18 @@ class Trainer:
         The envs are reset (seeded with ``seed + iteration``) and then, where the checkpoint holds their
         simulator states, put back exactly where they were (:attr:`env_restored`); otherwise new
         episodes start.
+
+        Distributed: every rank loads the same checkpoint (rank 0's state). Ranks other than 0 then reseed
+        their generators with ``seed + 1000 * rank + iteration``, since the saved RNG states are rank 0's.
+        Which env state is restored is up to the ``env_state`` setter (the CLI restores only the reward
+        scaler's statistics in distributed runs, so every rank starts new episodes).
         """
         self.agent.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
         self.wall_time_offset = float(state["wall_time_s"])
-        self.reset_envs(self.config.seed + self.iteration)
+        self.reset_envs(self.seed + self.iteration)
         self.env_restored = bool(self.env_state and self.env_state[1](state.get("env_state")))
         if self.env_restored:
             self.next_observations = state["next_observations"].to(self.device)
@@ -371,6 +440,9 @@ class Trainer:
         np.random.set_state((numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
         random.setstate(_to_tuples(rng["python"]))
         self.minibatch_generator.set_state(rng["minibatch"])
+        if self.distributed is not None and not self.distributed.is_main:
+            seed_rngs(self.seed + self.iteration)
+            self.minibatch_generator.manual_seed(self.seed + self.iteration)
 
     def save(self, name: str) -> Path | None:
         """Write ``checkpoint_dir/name`` atomically; returns its path (None without a checkpoint_dir)."""
