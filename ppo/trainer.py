@@ -134,7 +134,7 @@ class Trainer:
         return self.wall_time_offset + time.perf_counter() - self._start_time
 
     # ---------------------------------------------------------------------------------------------
-    def collect_rollout(self) -> None:
+    def collect_rollout(self) -> bool:
         """Fill the buffer with ``num_steps_collected`` steps of every env and compute advantages/returns.
 
         Returns False, leaving the rollout unfinished, when :attr:`stop_requested` was set during it (a
