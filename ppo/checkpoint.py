@@ -8,7 +8,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -18,21 +18,20 @@ FORMAT = "ppo-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` (tensors and plain Python data only) to ``path`` atomically.
-
-    The file is written to a temporary name in the same directory, flushed to disk, then moved over
-    ``path`` with ``os.replace``: a crash or ``kill -9`` at any moment leaves either the previous file or the
-    new one, never a partial file.
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Create ``path`` atomically: ``write(temporary_path)`` fills a temporary file in the same directory
+    (same suffix, so writers that pick a format by suffix work), which is flushed to disk and moved over
+    ``path`` with ``os.replace``. A crash or ``kill -9`` at any moment leaves the previous file or the new
+    one, never a partial file. Parent directories are created. Returns ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, **state}
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                                             dir=path.parent)
+    os.close(descriptor)
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
+        write(temporary)
+        with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         umask = os.umask(0)
         os.umask(umask)
@@ -42,6 +41,12 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` (tensors and plain Python data only) to ``path`` with :func:`atomic_write`."""
+    atomic_write(path, lambda temporary: torch.save({"format": FORMAT, "version": VERSION, **state}, temporary))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

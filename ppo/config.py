@@ -142,7 +142,6 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
         names = [flag_name(name), *f.metadata["aliases"]]
         kind = _TYPES[name]
-        help_text = f"{f.metadata['help']} (default: %(default)s)"
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
         if kind is bool:
             group.add_argument(*names, action=argparse.BooleanOptionalAction,

@@ -147,7 +147,7 @@ while True:
         process.wait()
         state = load_checkpoint(path)
         assert torch.all(state["weights"] == float(state["step"])) or state["step"] == -1
-    leftovers = [name for name in os.listdir(tmp_path) if name != "latest.pt" and not name.endswith(".tmp")]
+    leftovers = [name for name in os.listdir(tmp_path) if name != "latest.pt" and ".tmp" not in name]
     assert leftovers == []
 
 

@@ -6,12 +6,11 @@ import csv
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from videos.writers import file_mode
+from ppo.checkpoint import atomic_write
 
 CURVE_FILE = "learning_curve.png"
 
@@ -109,16 +108,4 @@ def plot_learning_curve(run_dir: str | os.PathLike, window: int | None = None) -
         axes.grid(alpha=0.3)
     figure.tight_layout()
 
-    path = run_dir / CURVE_FILE
-    run_dir.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.png", dir=run_dir)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            figure.savefig(handle, format="png")
-        os.chmod(temporary, file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return atomic_write(run_dir / CURVE_FILE, lambda temporary: figure.savefig(temporary, format="png"))

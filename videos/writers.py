@@ -7,12 +7,12 @@ temporary file next to ``path`` and renames it, so a reader never sees half a vi
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from ppo.checkpoint import atomic_write
 from videos.render import put_label
 
 VIDEO_SUFFIXES = (".gif", ".mp4")
@@ -25,31 +25,6 @@ def _check_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
     if array.ndim != 4 or array.shape[-1] != 3 or array.dtype != np.uint8:
         raise ValueError(f"frames must be [H, W, 3] uint8 RGB images, got {array.shape[1:]} {array.dtype}")
     return array
-
-
-def file_mode() -> int:
-    """Permissions of a new file under the current umask (``mkstemp`` would leave 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(temporary_path)`` (same directory and suffix as ``path``), then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                                             dir=path.parent)
-    os.close(descriptor)
-    try:
-        write(temporary)
-        os.chmod(temporary, file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
 
 
 def write_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 30.0) -> Path:
@@ -71,7 +46,7 @@ def write_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float 
 
     array = _check_frames(frames)
     duration_ms = max(20, int(round(1000.0 / fps / 10.0)) * 10)
-    return _atomic_write(path, lambda temporary: iio.imwrite(temporary, array, extension=".gif",
+    return atomic_write(path, lambda temporary: iio.imwrite(temporary, array, extension=".gif",
                                                              duration=duration_ms, loop=0))
 
 
@@ -108,7 +83,7 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float 
         finally:
             writer.close()
 
-    return _atomic_write(path, write)
+    return atomic_write(path, write)
 
 
 def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 30.0) -> Path:
