@@ -75,8 +75,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(entry: EntryPoint) -> argparse.ArgumentParser:
     """The full parser: every :class:`PPOConfig` field plus the actions (evaluate, resume, presets)."""
-    parser = _Parser(prog=entry.script, description=entry.description,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(prog=entry.script, description=entry.description + " Values: base defaults, then the "
+                     "presets for the environment (--list-presets), then the flags given.")
     add_config_arguments(parser)
     actions = parser.add_argument_group("Actions")
     actions.add_argument("--evaluate", metavar="CHECKPOINT", help="evaluate a saved policy deterministically "

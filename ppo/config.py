@@ -142,10 +142,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
         names = [flag_name(name), *f.metadata["aliases"]]
         kind = _TYPES[name]
+        # The base default; presets (--list-presets) may replace it for the chosen environment.
+        help_text = f"{f.metadata['help']} (base default: {f.default})".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
         if kind is bool:
             group.add_argument(*names, action=argparse.BooleanOptionalAction,
-                               help=f.metadata["help"], **kwargs)
+                               help=help_text, **kwargs)
             continue
         if kind in (float | None,):
             kwargs["type"] = _parse_optional_float
@@ -156,7 +158,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["type"] = kind
         if f.metadata["choices"]:
             kwargs["choices"] = f.metadata["choices"]
-        group.add_argument(*names, help=f.metadata["help"], **kwargs)
+        group.add_argument(*names, help=help_text, **kwargs)
 
 
 def resolve_config(explicit: dict[str, Any], *presets: dict[str, Any]) -> PPOConfig:
