@@ -29,13 +29,13 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor
     Returns:
         ``(advantages, returns)``, each ``[T, B]``.
     """
-    num_steps = rewards.shape[0]
-    advantages = torch.zeros_like(rewards)
     not_done = 1.0 - dones.to(rewards.dtype)
+    following_values = torch.cat([values[1:], next_values.unsqueeze(0)])   # V(s_{t+1}), [T, B]
+    deltas = rewards + gamma * following_values * not_done - values         # all TD errors at once
+    decay = gamma * gae_lambda * not_done
+    advantages = torch.empty_like(rewards)
     last_advantage = torch.zeros_like(next_values)
-    for t in reversed(range(num_steps)):
-        following_values = next_values if t == num_steps - 1 else values[t + 1]
-        delta = rewards[t] + gamma * following_values * not_done[t] - values[t]
-        last_advantage = delta + gamma * gae_lambda * not_done[t] * last_advantage
+    for t in reversed(range(rewards.shape[0])):  # only the recursion is sequential
+        last_advantage = deltas[t] + decay[t] * last_advantage
         advantages[t] = last_advantage
     return advantages, advantages + values
