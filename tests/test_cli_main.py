@@ -18,6 +18,7 @@ CASES = {
     "LunarLander-v3": ["--num-envs", "2", "--total-timesteps", "128"],
     "InvertedPendulum-v4": ["--num-envs", "1", "--total-timesteps", "64"],
     "Humanoid-v4": ["--num-envs", "16", "--total-timesteps", "512", "--vectorization-mode", "sync"],
+    "Acrobot-v1": ["--num-envs", "2", "--total-timesteps", "128", "--vectorization-mode", "async"],
 }
 
 
