@@ -76,7 +76,11 @@ def ours_speed(environment_id: str, p: dict, total: int, workdir: Path, seed: in
                "--num-mini-batches", str(p["minibatches"]), "--learning-rate", str(p["lr"]),
                "--ent-loss-coeff", str(p["ent"]), "--total-timesteps", str(total), "--seed", str(seed),
                "--no-progress", "--eval-episodes", "1", "--checkpoint-interval", "0",
-               "--output-dir", str(workdir), "--run-name", run.name]
+               "--output-dir", str(workdir), "--run-name", run.name,
+               # everything else as SB3's PPO defaults, so no preset of ours changes the computation
+               "--gae-gamma", "0.99", "--gae-lambda", "0.95", "--clip-coeff", "0.2", "--value-loss-coeff", "0.5",
+               "--max-gradient", "0.5", "--hidden-size", "64", "--num-hidden-layers", "2", "--activation", "tanh",
+               "--init-log-std", "0", "--no-anneal-lr", "--no-clip-value-loss", "--normalize-advantages"]
     flag = "--" if p["normalize"] else "--no-"
     command += [f"{flag}normalize-observations", f"{flag}normalize-rewards"]
     stdout, peak = run_child_with_memory(command)
