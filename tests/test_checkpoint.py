@@ -41,11 +41,8 @@ import sys, torch, json
 sys.path.insert(0, {ROOT!r})
 import main
 from ppo.checkpoint import load_checkpoint
-from ppo.config import config_from_dict
-state = load_checkpoint({str(trained)!r})
-config = config_from_dict(state["config"])
-agent = main.make_agent(config, main.describe(config.environment_id))
-agent.load_state_dict(state["model"])
+from ppo.cli import load_policy
+_, _, agent = load_policy(main.ENTRY, load_checkpoint({str(trained)!r}), "final.pt")
 torch.manual_seed(0)
 observations = torch.randn(16, 3) * 3
 with torch.inference_mode():
@@ -61,10 +58,8 @@ torch.save({{"actions": actions.clone(), "model": agent.state_dict()}}, {str(tmp
     assert state["env_state"]["reward_normalizer"]["count"] > 0
 
     import main
-    from ppo.config import config_from_dict
-    config = config_from_dict(state["config"])
-    agent = main.make_agent(config, main.describe(config.environment_id))
-    agent.load_state_dict(state["model"])
+    from ppo.cli import load_policy
+    _, _, agent = load_policy(main.ENTRY, state, str(trained))
     torch.manual_seed(0)
     observations = torch.randn(16, 3) * 3
     with torch.inference_mode():
