@@ -125,6 +125,9 @@ def _space_metadata(info: Any) -> dict[str, Any]:
 
 def _prepare_run_dir(config: PPOConfig, resume_dir: Path | None) -> Path:
     if resume_dir is not None:
+        # Temporary files of a checkpoint write cut short by kill -9 (the checkpoint itself is intact).
+        for stale in (resume_dir / "checkpoints").glob(".*.tmp.*"):
+            stale.unlink(missing_ok=True)
         return resume_dir
     name = config.run_name or (f"{config.environment_id.replace('/', '_')}__{config.seed}__"
                                f"{time.strftime('%Y%m%d-%H%M%S')}")

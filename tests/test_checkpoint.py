@@ -82,11 +82,14 @@ def test_resume_after_sigint_equals_uninterrupted(cli, tmp_path):
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "--resume" in stderr
     latest = tmp_path / "cut" / "checkpoints" / "latest.pt"
+    stale = latest.parent / ".latest.left-by-kill.tmp.pt"  # what a kill -9 during a save leaves behind
+    stale.write_bytes(b"partial")
     interrupted_at = torch.load(latest, weights_only=True)["global_step"]
     assert 0 < interrupted_at < 40960
 
     resumed = cli("main.py", "--resume", str(latest), "--no-progress")
     assert resumed.returncode == 0, resumed.stderr
+    assert not stale.exists()
     a = torch.load(tmp_path / "full" / "checkpoints" / "final.pt", weights_only=True)
     b = torch.load(tmp_path / "cut" / "checkpoints" / "final.pt", weights_only=True)
     for key in a["model"]:
