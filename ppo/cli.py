@@ -244,7 +244,7 @@ def run_evaluation(entry: EntryPoint, path: str, episodes: int | None, eval_rand
     if eval_random:
         envs = entry.make_envs(config, min(episodes, 16), evaluation=True)
         try:
-            random_returns = _random_returns(envs, episodes, config.seed + 20_000)
+            random_returns = evaluate_policy(None, envs, episodes, device, seed=config.seed + 20_000)
         finally:
             envs.close()
         result["random_mean_return"] = float(np.mean(random_returns))
@@ -260,23 +260,6 @@ def _evaluate(entry: EntryPoint, config: PPOConfig, agent: torch.nn.Module, info
     finally:
         envs.close()
     return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": episodes}
-
-
-def _random_returns(envs: Any, episodes: int, seed: int) -> list[float]:
-    """Returns of a uniformly random policy, split across envs like :func:`evaluate_policy`."""
-    num_envs = envs.num_envs
-    targets = np.array([(episodes + i) // num_envs for i in range(num_envs)])
-    counts = np.zeros(num_envs, dtype=int)
-    returns: list[float] = []
-    envs.reset(seed=seed)
-    envs.action_space.seed(seed)
-    while (counts < targets).any():
-        _, _, _, _, infos = envs.step(envs.action_space.sample())
-        for index in np.flatnonzero(infos.get("_episode", [])):
-            if counts[index] < targets[index]:
-                returns.append(float(infos["episode"]["r"][index]))
-                counts[index] += 1
-    return returns
 
 
 def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None = None) -> int:

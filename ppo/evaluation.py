@@ -8,7 +8,7 @@ from gymnasium.vector import VectorEnv
 from torch import nn
 
 
-def evaluate_policy(agent: nn.Module, envs: VectorEnv, num_episodes: int, device: torch.device,
+def evaluate_policy(agent: nn.Module | None, envs: VectorEnv, num_episodes: int, device: torch.device,
                     seed: int | None = None, deterministic: bool = True) -> list[float]:
     """Run ``agent`` until ``num_episodes`` episodes have finished and return their raw returns.
 
@@ -18,7 +18,8 @@ def evaluate_policy(agent: nn.Module, envs: VectorEnv, num_episodes: int, device
     ``infos["episode"]`` (``RecordEpisodeStatistics``) with SAME_STEP autoreset.
 
     Args:
-        agent: an ``ActorCritic`` with an ``act(observations, deterministic)`` method.
+        agent: an ``ActorCritic`` with an ``act(observations, deterministic)`` method, or None for a
+            uniformly random policy (``envs.action_space.sample()``, seeded with ``seed``).
         envs: fresh evaluation envs (no reward scaling).
         num_episodes: episodes to collect, >= 1.
         device: where the agent lives.
@@ -33,14 +34,20 @@ def evaluate_policy(agent: nn.Module, envs: VectorEnv, num_episodes: int, device
     counts = np.zeros(num_envs, dtype=int)
     returns: list[float] = []
     observations, _ = envs.reset(seed=seed)
+    envs.action_space.seed(seed)
     dtype = torch.uint8 if observations.dtype == np.uint8 else torch.float32
-    was_training = agent.training
-    agent.eval()
+    was_training = agent.training if agent is not None else False
+    if agent is not None:
+        agent.eval()
     try:
         while (counts < targets).any():
-            with torch.inference_mode():
-                actions = agent.act(torch.as_tensor(observations, dtype=dtype, device=device), deterministic)
-            observations, _, _, _, infos = envs.step(actions.cpu().numpy())
+            if agent is None:
+                actions = envs.action_space.sample()
+            else:
+                with torch.inference_mode():
+                    tensor = torch.as_tensor(observations, dtype=dtype, device=device)
+                    actions = agent.act(tensor, deterministic).cpu().numpy()
+            observations, _, _, _, infos = envs.step(actions)
             mask = infos.get("_episode")
             if mask is None:
                 continue
@@ -49,5 +56,6 @@ def evaluate_policy(agent: nn.Module, envs: VectorEnv, num_episodes: int, device
                     returns.append(float(infos["episode"]["r"][index]))
                     counts[index] += 1
     finally:
-        agent.train(was_training)
+        if agent is not None:
+            agent.train(was_training)
     return returns

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,21 @@ def run_cli(script: str, *args: str, cwd: Path | None = None, timeout: float = 6
     """Run ``python script args`` from the repository root and capture its output."""
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def start_and_signal(args: list, run_dir: Path, sig: int, after_rows: int, timeout: float = 120
+                     ) -> tuple[subprocess.Popen, str]:
+    """Start ``python main.py args``, wait until ``run_dir/metrics.csv`` has more than ``after_rows`` lines,
+    send ``sig``, wait for the exit; returns the process and its stderr."""
+    process = subprocess.Popen([sys.executable, str(ROOT / "main.py"), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.csv"
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > after_rows):
+        time.sleep(0.05)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=timeout)
+    return process, stderr
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import torch
 
 from ppo.checkpoint import load_checkpoint, save_checkpoint
 from ppo.errors import CheckpointError
+from tests.conftest import start_and_signal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMON = ["--environment-id", "CartPole-v1", "--deterministic-torch", "--num-threads", "1", "--no-progress",
@@ -70,15 +71,8 @@ def test_resume_after_sigint_equals_uninterrupted(cli, tmp_path):
     full = cli("main.py", *COMMON, "--total-timesteps", "40960", "--output-dir", str(tmp_path), "--run-name",
                "full")
     assert full.returncode == 0, full.stderr
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *COMMON, "--total-timesteps",
-                                "40960", "--output-dir", str(tmp_path), "--run-name", "cut"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "cut" / "metrics.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 12):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    process, stderr = start_and_signal([*COMMON, "--total-timesteps", "40960", "--output-dir", str(tmp_path),
+                                        "--run-name", "cut"], tmp_path / "cut", signal.SIGINT, after_rows=12)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "--resume" in stderr
     latest = tmp_path / "cut" / "checkpoints" / "latest.pt"

@@ -4,9 +4,6 @@ import hashlib
 import importlib.util
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -16,6 +13,7 @@ import torch
 import main as main_script
 from ppo.checkpoint import save_checkpoint
 from ppo.cli import main
+from tests.conftest import start_and_signal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--num-envs", "2", "--num-steps-collected", "16", "--num-mini-batches", "2", "--num-epochs", "1",
@@ -197,15 +195,8 @@ def test_two_seeded_runs_give_identical_metrics(cli, tmp_path):
 
 
 def test_sigterm_writes_latest_and_exits_130(tmp_path):
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), "--output-dir", str(tmp_path),
-                                "--run-name", "term", "--no-progress"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "term" / "metrics.csv"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 3):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    process, stderr = start_and_signal(["--output-dir", str(tmp_path), "--run-name", "term", "--no-progress"],
+                                       tmp_path / "term", signal.SIGTERM, after_rows=3)
     assert process.returncode == 130
     assert "Traceback" not in stderr
     state = torch.load(tmp_path / "term" / "checkpoints" / "latest.pt", weights_only=True)
