@@ -297,10 +297,19 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
     # Under torchrun (WORLD_SIZE > 1) join the process group; a single process gets a no-op context.
     distributed = init_from_environment(config.use_gpu)
     try:
-        return _train_and_evaluate(entry, config, info, sources, resume, resume_state, resume_dir,
+        code = _train_and_evaluate(entry, config, info, sources, resume, resume_state, resume_dir,
                                    distributed.device if distributed.enabled else device, distributed)
-    finally:
+    except BaseException:
         distributed.close()
+        raise
+    distributed.close(wait_for_all=True)
+    if distributed.enabled and not distributed.is_main:
+        # Ranks other than 0 wrote nothing and hold nothing to flush: they leave without the interpreter's
+        # teardown, where threads of the communication backend have aborted the process (SIGABRT).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _silent(*_args: Any, **_kwargs: Any) -> None:

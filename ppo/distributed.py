@@ -130,9 +130,17 @@ class DistributedContext:
         gathered = self.all_gather(flat.to(self.device)).reshape(self.world_size, -1)
         return all(torch.equal(gathered[0], gathered[rank]) for rank in range(1, self.world_size))
 
-    def close(self) -> None:
-        """Destroy the process group (no-op for a single process)."""
+    def close(self, wait_for_all: bool = False) -> None:
+        """Destroy the process group (no-op for a single process).
+
+        With ``wait_for_all`` (the normal end of a run) every rank first waits at a barrier until all ranks
+        got there, so no rank tears its connections down while rank 0 is still evaluating and writing: a
+        rank that left early was seen to die with SIGABRT in gloo's teardown. After an error the group is
+        destroyed at once (a barrier could wait for a rank that is gone).
+        """
         if self.enabled and dist.is_initialized():
+            if wait_for_all:
+                dist.barrier()
             dist.destroy_process_group()
 
 
