@@ -22,11 +22,10 @@ def describe(environment_id: str):
 
 
 def make_envs(config: PPOConfig, num_envs: int, evaluation: bool = False, render_mode: str | None = None):
-    """Training envs scale rewards when asked; evaluation envs report raw rewards only."""
+    """Vector envs of ``config.environment_id``; rewards are raw (the trainer scales them when asked), so
+    training and evaluation envs are the same."""
     from wrappers import make_vector_env
-    return make_vector_env(config.environment_id, num_envs, config.vectorization_mode,
-                           normalize_rewards=config.normalize_rewards and not evaluation,
-                           gamma=config.gae_gamma, reward_clip=config.reward_clip, render_mode=render_mode)
+    return make_vector_env(config.environment_id, num_envs, config.vectorization_mode, render_mode=render_mode)
 
 
 def make_agent(config: PPOConfig, info):

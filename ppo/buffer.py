@@ -23,8 +23,9 @@ class RolloutBuffer:
 
     Observations keep the environment's dtype (``uint8`` Atari frames stay ``uint8``); actions are the raw
     samples of the policy (before any clipping to the action bounds), stored with their log-probabilities.
-    ``rewards`` hold the bootstrap ``gamma * V(final_observation)`` of truncated episodes, added by the
-    trainer; ``terminations`` and ``truncations`` are kept apart.
+    ``rewards`` are the env's rewards during the rollout; at its end the trainer scales them (when asked)
+    and adds ``gamma * bootstrap_values``, where ``bootstrap_values`` holds ``V(final_observation)`` of the
+    truncated episodes (zero elsewhere). ``terminations`` and ``truncations`` are kept apart.
     """
 
     def __init__(self, num_steps: int, num_envs: int, observation_shape: tuple[int, ...],
@@ -37,6 +38,7 @@ class RolloutBuffer:
         self.log_probs = torch.zeros(size, device=device)
         self.values = torch.zeros(size, device=device)
         self.rewards = torch.zeros(size, device=device)
+        self.bootstrap_values = torch.zeros(size, device=device)
         self.terminations = torch.zeros(size, device=device)
         self.truncations = torch.zeros(size, device=device)
         self.advantages = torch.zeros(size, device=device)

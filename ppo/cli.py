@@ -272,7 +272,7 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
         # A resumed run keeps its saved hyperparameters; flags may only extend the budget or change
         # how it runs (threads, progress bar, checkpoint interval).
         allowed = {"total_timesteps", "num_threads", "progress", "checkpoint_interval", "use_gpu",
-                   "capture_video"}
+                   "capture_video", "compile"}
         changed = sorted(key for key, value in explicit.items()
                          if key not in allowed and getattr(saved, key) != value)
         if changed:

@@ -84,7 +84,11 @@ class PPOConfig:
                                       group="System")
     use_gpu: bool = _flag(False, "run the learner on CUDA (fails if no CUDA device exists)", ("--cuda",),
                           group="System")
-    num_threads: int = _flag(0, "torch CPU threads (0: automatic, which is 1: fastest for small networks)", group="System")
+    num_threads: int = _flag(0, "torch CPU threads (0: automatic, which is 1: fastest for small networks)",
+                             group="System")
+    compile: bool = _flag(False, "compile the minibatch loss and its gradient with torch.compile (the same "
+                          "arithmetic in fused kernels; the first update pays tens of seconds of compilation, "
+                          "cached on disk for later runs)", group="System")
     output_dir: str = _flag("runs", "parent directory of run directories", group="System")
     run_name: str | None = _flag(None, "name of this run's directory (default: ENV__SEED__TIME)",
                                  group="System")

@@ -14,14 +14,15 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
-from ppo.buffer import RolloutBuffer
+from ppo.buffer import Minibatch, RolloutBuffer
 from ppo.checkpoint import save_checkpoint
 from ppo.config import PPOConfig
 from ppo.distributed import DistributedContext
 from ppo.errors import NumericalError
 from ppo.gae import compute_gae
-from ppo.losses import explained_variance, ppo_loss
+from ppo.losses import LossOutput, explained_variance, ppo_loss
 from ppo.recorder import RunRecorder
+from ppo.reward_scaling import RewardScaler
 
 # Consecutive iterations with a non-finite fault after which the run stops with NumericalError.
 MAX_CONSECUTIVE_FAULTS = 3
@@ -48,8 +49,9 @@ class Trainer:
         recorder: where metrics go; None logs nothing.
         checkpoint_dir: where ``latest.pt`` and ``final.pt`` go; None writes none.
         checkpoint_metadata: plain data stored in every checkpoint (entry point, spaces).
-        env_state: ``(get, set)`` functions for environment-side statistics (reward scaler) saved in
-            checkpoints, or None.
+        env_state: ``(get, set)`` functions for environment-side state (simulator snapshots, episode
+            statistics) saved in checkpoints, or None; ``set`` returns True when the episodes continue
+            exactly where they were.
         distributed: the :class:`ppo.distributed.DistributedContext` of a multi-process run, or None (a
             single process; so is a context with ``world_size == 1``). With more than one rank, gradients
             are averaged across ranks before the clip, the observation normalizer is updated with every
@@ -91,6 +93,14 @@ class Trainer:
                                     self.observation_dtype, tuple(action_space.shape),
                                     torch.int64 if discrete else torch.float32, device)
         self.minibatch_generator = torch.Generator().manual_seed(self.seed)
+        self.reward_scaler = (RewardScaler(config.num_steps_collected, config.num_envs, config.gae_gamma,
+                                           config.reward_clip, device) if config.normalize_rewards else None)
+        # With --compile, torch.compile traces the loss once (minibatches all have the same shape) and
+        # generates fused kernels for it and for its backward pass; the optimizer step stays the fused Adam.
+        self.minibatch_loss: Callable[[Minibatch], LossOutput] = (
+            torch.compile(self._minibatch_loss, dynamic=False) if config.compile else self._minibatch_loss)
+        # Envs that step on torch tensors (the Brax backend) take the actions where the agent made them.
+        self.tensor_actions = bool(getattr(envs, "accepts_tensors", False))
 
         self.iteration = 0
         self.global_step = 0
@@ -126,7 +136,7 @@ class Trainer:
         observations, _ = self.envs.reset(seed=seed)
         self.next_observations = self._to_tensor(observations)
 
-    def _to_tensor(self, observations: np.ndarray) -> torch.Tensor:
+    def _to_tensor(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(observations, dtype=self.observation_dtype, device=self.device)
 
     def wall_time(self) -> float:
@@ -141,12 +151,15 @@ class Trainer:
         single process only: distributed ranks finish the rollout and agree on stopping in :meth:`train`).
         Non-finite rewards or observations are zeroed and recorded in :attr:`fault_reason`.
 
-        Rewards of truncated (not terminated) episodes get ``gamma * V(final observation)`` added, since a
-        time limit is not a terminal state (Pardo et al. 2018, "Time Limits in Reinforcement Learning");
-        GAE then cuts the chain at every episode end.
+        The envs may return numpy arrays (gymnasium, envpool) or torch tensors (Brax through DLPack);
+        both become tensors on the learner's device. Rewards are scaled once per rollout
+        (:class:`ppo.reward_scaling.RewardScaler`) when ``normalize_rewards`` is set. Rewards of truncated
+        (not terminated) episodes then get ``gamma * V(final observation)`` added, since a time limit is
+        not a terminal state (Pardo et al. 2018, "Time Limits in Reinforcement Learning"); GAE then cuts
+        the chain at every episode end.
         """
-        config, buffer, agent = self.config, self.buffer, self.agent
-        gamma = config.gae_gamma
+        config, buffer, agent, device = self.config, self.buffer, self.agent, self.device
+        buffer.bootstrap_values.zero_()
         for step in range(config.num_steps_collected):
             if self.stop_requested and self.distributed is None:
                 return False
@@ -154,43 +167,56 @@ class Trainer:
             started = time.perf_counter()
             with torch.inference_mode():
                 out = agent.get_action_and_value(observations)
-            actions = out.action.cpu().numpy()
+            actions = out.action if self.tensor_actions else out.action.cpu().numpy()
             stepped = time.perf_counter()
             next_observations, rewards, terminations, truncations, infos = self.envs.step(actions)
             self.timings["env"] += time.perf_counter() - stepped
-            if not np.isfinite(rewards).all():
+            rewards = torch.as_tensor(rewards, dtype=torch.float32, device=device)
+            if not torch.isfinite(rewards).all():
                 self.fault_reason = "rewards"
-                rewards = np.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0)
-            rewards = torch.as_tensor(rewards, dtype=torch.float32, device=self.device)
+                rewards = torch.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0)
+            terminations = torch.as_tensor(terminations, dtype=torch.bool, device=device)
+            truncations = torch.as_tensor(truncations, dtype=torch.bool, device=device)
+            if self.reward_scaler is not None:
+                self.reward_scaler.accumulate(step, rewards, terminations | truncations)
             bootstrap = truncations & ~terminations
             if bootstrap.any():
-                final_observations = self._to_tensor(np.stack(infos["final_obs"][bootstrap]))
+                final_observations = infos["final_obs"]
+                if isinstance(final_observations, torch.Tensor):
+                    final_observations = final_observations[bootstrap]
+                else:
+                    final_observations = np.stack(final_observations[bootstrap.cpu().numpy()])
                 with torch.inference_mode():
-                    final_values = agent.get_value(final_observations)
-                rewards[torch.as_tensor(bootstrap, device=self.device)] += gamma * final_values
+                    final_values = agent.get_value(self._to_tensor(final_observations))
+                buffer.bootstrap_values[step, bootstrap] = final_values
             buffer.observations[step] = observations
             buffer.actions[step] = out.action
             buffer.log_probs[step] = out.log_prob
             buffer.values[step] = out.value
             buffer.rewards[step] = rewards
-            buffer.terminations[step] = torch.as_tensor(terminations, device=self.device)
-            buffer.truncations[step] = torch.as_tensor(truncations, device=self.device)
+            buffer.terminations[step] = terminations
+            buffer.truncations[step] = truncations
             self.global_step += config.num_envs
             self._record_episodes(infos)
-            self.next_observations = self._to_tensor(self._finite_observations(next_observations))
+            self.next_observations = self._finite_observations(self._to_tensor(next_observations))
             self.timings["inference"] += stepped - started
         with torch.inference_mode():
             next_values = agent.get_value(self.next_observations)
+        if self.reward_scaler is not None:
+            all_returns = (None if self.distributed is None
+                           else self.distributed.all_gather(self.reward_scaler.rollout_returns.flatten()))
+            buffer.rewards.copy_(self.reward_scaler.update_and_scale(buffer.rewards, all_returns))
+        buffer.rewards.add_(buffer.bootstrap_values, alpha=config.gae_gamma)
         buffer.advantages, buffer.returns = compute_gae(buffer.rewards, buffer.values, buffer.dones,
-                                                        next_values, gamma, config.gae_lambda)
+                                                        next_values, config.gae_gamma, config.gae_lambda)
         return True
 
-    def _finite_observations(self, observations: np.ndarray) -> np.ndarray:
+    def _finite_observations(self, observations: torch.Tensor) -> torch.Tensor:
         """Observations with non-finite entries zeroed (and the fault noted): the policy must never see
         NaN, or sampling fails; the iteration's update is then skipped."""
-        if observations.dtype.kind == "f" and not np.isfinite(observations).all():
+        if observations.is_floating_point() and not torch.isfinite(observations).all():
             self.fault_reason = "observations"
-            return np.nan_to_num(observations, nan=0.0, posinf=0.0, neginf=0.0)
+            return torch.nan_to_num(observations, nan=0.0, posinf=0.0, neginf=0.0)
         return observations
 
     def _record_episodes(self, infos: dict[str, Any]) -> None:
@@ -229,11 +255,7 @@ class Trainer:
         for _epoch in range(config.num_epochs):
             epoch_kl, epoch_batches = 0.0, 0
             for batch in self.buffer.minibatches(config.num_mini_batches, self.minibatch_generator):
-                out = self.agent.get_action_and_value(batch.observations, batch.actions)
-                losses = ppo_loss(out.log_prob, batch.log_probs, batch.advantages, out.value, batch.values,
-                                  batch.returns, out.entropy, config.clip_coeff, config.ent_loss_coeff,
-                                  config.value_loss_coeff, config.clip_value_loss,
-                                  config.normalize_advantages)
+                losses = self.minibatch_loss(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 losses.loss.backward()
                 if self.distributed is not None:
@@ -260,6 +282,14 @@ class Trainer:
         stats = dict(zip(names, means)) if count else {name: float("nan") for name in names}
         stats["skipped_minibatches"] = skipped
         return stats
+
+    def _minibatch_loss(self, batch: Minibatch) -> LossOutput:
+        """The PPO loss of one minibatch under the current policy (:func:`ppo.losses.ppo_loss`)."""
+        config = self.config
+        out = self.agent.get_action_and_value(batch.observations, batch.actions)
+        return ppo_loss(out.log_prob, batch.log_probs, batch.advantages, out.value, batch.values, batch.returns,
+                        out.entropy, config.clip_coeff, config.ent_loss_coeff, config.value_loss_coeff,
+                        config.clip_value_loss, config.normalize_advantages)
 
     def _average_gradients(self, loss: torch.Tensor, approx_kl: torch.Tensor) -> tuple[bool, float]:
         """Distributed: average the gradients across ranks (one all-reduce, which also carries the number
@@ -386,6 +416,7 @@ class Trainer:
             "global_step": self.global_step,
             "wall_time_s": self.wall_time(),
             "env_state": self.env_state[0]() if self.env_state else None,
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler is not None else None,
             "next_observations": self.next_observations.clone(),
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -432,6 +463,9 @@ class Trainer:
         self.env_restored = bool(self.env_state and self.env_state[1](state.get("env_state")))
         if self.env_restored:
             self.next_observations = state["next_observations"].to(self.device)
+        if self.reward_scaler is not None and state.get("reward_scaler") is not None:
+            # Running returns continue only with their episodes.
+            self.reward_scaler.load_state_dict(state["reward_scaler"], restore_returns=self.env_restored)
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng.get("cuda") and self.device.type == "cuda":

@@ -78,7 +78,7 @@ def test_main_trains_and_evaluates_walker_walk(cli, short_run):
 ])
 def test_env_state_restores_dm_control_exactly(environment_id, steps_before):
     rng = np.random.default_rng(0)
-    envs = make_vector_env(environment_id, 2, normalize_rewards=True)
+    envs = make_vector_env(environment_id, 2)
     envs.reset(seed=5)
     actions = rng.uniform(-1, 1, size=(steps_before + 20, *envs.action_space.shape))
     for action in actions[:steps_before]:
@@ -91,7 +91,7 @@ def test_env_state_restores_dm_control_exactly(environment_id, steps_before):
     expected = [envs.step(action) for action in actions[steps_before:]]
     envs.close()
 
-    fresh = make_vector_env(environment_id, 2, normalize_rewards=True)
+    fresh = make_vector_env(environment_id, 2)
     try:
         fresh.reset(seed=123)  # another episode, other targets: all of it must be overwritten
         assert load_vector_env_state(fresh, state)

@@ -62,10 +62,11 @@ class LinearValueAgent(ActorCritic):
         return x, x
 
 
-def rollout(environment_id, num_steps=7, num_envs=2):
+def rollout(environment_id, num_steps=7, num_envs=2, trainer_out=None, **overrides):
     config = PPOConfig(environment_id=environment_id, num_envs=num_envs, num_steps_collected=num_steps,
                        num_mini_batches=1, total_timesteps=num_steps * num_envs, gae_gamma=GAMMA,
-                       gae_lambda=1.0, normalize_observations=False, normalize_rewards=False)
+                       gae_lambda=1.0, normalize_observations=False,
+                       **{"normalize_rewards": False, **overrides})
     envs = make_vector_env(environment_id, num_envs)
     CounterEnv.step_calls = 0
     CounterEnv.observations_acted_on = []
@@ -73,6 +74,8 @@ def rollout(environment_id, num_steps=7, num_envs=2):
     trainer.seed_everything()
     trainer.collect_rollout()
     envs.close()
+    if trainer_out is not None:
+        trainer_out.append(trainer)
     return trainer.buffer
 
 
@@ -85,6 +88,20 @@ def test_truncation_adds_gamma_times_value_of_final_observation():
     assert buffer.rewards[truncated].tolist() == pytest.approx([1 + GAMMA * 30.0] * 4)
     assert torch.all(buffer.rewards[~truncated] == 1.0)
     assert not buffer.terminations.any()
+
+
+def test_reward_scaling_scales_env_rewards_but_not_the_bootstrap():
+    trainers = []
+    buffer = rollout("TestCounter-v0", trainer_out=trainers, normalize_rewards=True, reward_clip=100.0)
+    scaler = trainers[0].reward_scaler
+    # Running returns with gamma 0.5 restart every 3 steps: 1, 1.5, 1.75, 1, 1.5, 1.75, 1 in both envs.
+    assert scaler.rollout_returns[:, 0].tolist() == [1.0, 1.5, 1.75, 1.0, 1.5, 1.75, 1.0]
+    scaled_reward = 1.0 / float(torch.sqrt(scaler.var + scaler.epsilon))
+    assert scaled_reward != pytest.approx(1.0)
+    truncated = buffer.truncations.bool()
+    # V(final observation 3) = 30 is in the critic's (scaled) units: it is added after scaling.
+    assert buffer.rewards[truncated].tolist() == pytest.approx([scaled_reward + GAMMA * 30.0] * 4)
+    assert buffer.rewards[~truncated].tolist() == pytest.approx([scaled_reward] * 10)
 
 
 def test_termination_does_not_bootstrap():

@@ -2,10 +2,8 @@
 
 from wrappers.atari import describe_atari_environment, make_atari_env, make_atari_vector_env
 from wrappers.vector import (EnvironmentInfo, check_vector_observations, describe_environment, is_atari,
-                             load_reward_normalizer_state, load_vector_env_state, make_vector_env,
-                             reward_normalizer_state, vector_env_state)
+                             load_vector_env_state, make_vector_env, vector_env_state)
 
 __all__ = ["EnvironmentInfo", "check_vector_observations", "describe_environment", "is_atari",
-           "load_reward_normalizer_state", "load_vector_env_state", "make_vector_env",
-           "reward_normalizer_state", "vector_env_state", "describe_atari_environment", "make_atari_env",
-           "make_atari_vector_env"]
+           "load_vector_env_state", "make_vector_env", "vector_env_state", "describe_atari_environment",
+           "make_atari_env", "make_atari_vector_env"]
