@@ -8,11 +8,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from networks.heads import CategoricalHead, GaussianHead, layer_init
 from networks.normalizer import RunningNormalizer
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+ACTIVATION_FUNCTIONS = {"tanh": torch.tanh, "relu": torch.relu, "elu": F.elu}
 
 
 class ActionAndValue(NamedTuple):
@@ -20,7 +22,7 @@ class ActionAndValue(NamedTuple):
 
     action: torch.Tensor    # [N] int64 (Discrete) or [N, d] float32 (Box), raw sample before clipping
     log_prob: torch.Tensor  # [N]
-    entropy: torch.Tensor   # [N]
+    entropy: torch.Tensor | None  # [N]; None when not asked for
     value: torch.Tensor     # [N]
 
 
@@ -69,19 +71,23 @@ class ActorCritic(nn.Module):
     def get_value(self, observations: torch.Tensor) -> torch.Tensor:
         """``V(s)``: ``[N, *obs_shape]`` -> ``[N]``."""
         _, critic_features = self.features(self.preprocess(observations))
-        return self.value_head(critic_features).squeeze(-1)
+        return F.linear(critic_features, self.value_head.weight, self.value_head.bias).squeeze(-1)
 
     def get_action_and_value(self, observations: torch.Tensor, action: torch.Tensor | None = None,
-                             deterministic: bool = False) -> ActionAndValue:
-        """Sample (or, given ``action``, evaluate) actions and values for ``[N, *obs_shape]``."""
+                             deterministic: bool = False, with_entropy: bool = True) -> ActionAndValue:
+        """Sample (or, given ``action``, evaluate) actions and values for ``[N, *obs_shape]``.
+
+        ``with_entropy=False`` (rollouts, which do not use it) leaves ``entropy`` None.
+        """
         actor_features, critic_features = self.features(self.preprocess(observations))
-        action, log_prob, entropy = self.action_head(actor_features, action, deterministic)
-        return ActionAndValue(action, log_prob, entropy, self.value_head(critic_features).squeeze(-1))
+        action, log_prob, entropy = self.action_head(actor_features, action, deterministic, with_entropy)
+        value = F.linear(critic_features, self.value_head.weight, self.value_head.bias).squeeze(-1)
+        return ActionAndValue(action, log_prob, entropy, value)
 
     def act(self, observations: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
         """Actions only, for evaluation and videos: the mode of the policy unless ``deterministic=False``."""
         actor_features, _ = self.features(self.preprocess(observations))
-        return self.action_head(actor_features, None, deterministic)[0]
+        return self.action_head(actor_features, None, deterministic, with_entropy=False)[0]
 
     def update_normalizer(self, observations: torch.Tensor) -> None:
         """Merge a batch ``[N, *obs_shape]`` into the observation statistics (no-op without a normalizer)."""
@@ -131,12 +137,21 @@ class MLPActorCritic(ActorCritic):
             self.normalizer = RunningNormalizer(tuple(observation_shape), clip=observation_clip)
         self.actor = mlp(in_features, hidden_size, num_hidden_layers, activation)
         self.critic = mlp(in_features, hidden_size, num_hidden_layers, activation)
+        self.activation = ACTIVATION_FUNCTIONS[activation]
         self.action_head = make_action_head(action_space, out_features, state_dependent_std, init_log_std)
         self.value_head = layer_init(nn.Linear(out_features, 1), gain=1.0)
 
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.flatten(1)
-        return self.actor(x), self.critic(x)
+        return self._run(self.actor, x), self._run(self.critic, x)
+
+    def _run(self, layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        # What ``layers(x)`` computes, with the linear functions called directly: a rollout runs the two
+        # MLPs once per env step, and module calls cost more than a small layer's arithmetic.
+        for index in range(0, len(layers), 2):
+            linear = layers[index]
+            x = self.activation(F.linear(x, linear.weight, linear.bias))
+        return x
 
     def value_parameters(self) -> list[nn.Parameter]:
         return [*self.critic.parameters(), *self.value_head.parameters()]

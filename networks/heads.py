@@ -29,10 +29,11 @@ class CategoricalHead(nn.Module):
         super().__init__()
         self.logits = layer_init(nn.Linear(in_features, num_actions), gain=0.01)
 
-    def forward(self, features: torch.Tensor, action: torch.Tensor | None = None, deterministic: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns ``(action [N], log_prob [N], entropy [N])``; samples when ``action`` is None."""
-        logits = self.logits(features)
+    def forward(self, features: torch.Tensor, action: torch.Tensor | None = None, deterministic: bool = False,
+                with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Returns ``(action [N], log_prob [N], entropy [N] or None without with_entropy)``; samples when
+        ``action`` is None."""
+        logits = F.linear(features, self.logits.weight, self.logits.bias)
         log_probs_all = F.log_softmax(logits, dim=-1)
         if action is None:
             if deterministic:
@@ -43,7 +44,7 @@ class CategoricalHead(nn.Module):
                 noise = torch.empty_like(logits).exponential_()
                 action = (logits - noise.log()).argmax(dim=-1)
         log_prob = log_probs_all.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
-        entropy = -(log_probs_all.exp() * log_probs_all).sum(-1)
+        entropy = -(log_probs_all.exp() * log_probs_all).sum(-1) if with_entropy else None
         return action, log_prob, entropy
 
 
@@ -68,18 +69,30 @@ class GaussianHead(nn.Module):
         else:
             self.log_std = nn.Parameter(torch.full((action_dim,), float(init_log_std)))
 
-    def forward(self, features: torch.Tensor, action: torch.Tensor | None = None, deterministic: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns ``(action [N, d], log_prob [N], entropy [N])``; samples when ``action`` is None."""
-        mean = self.mean(features)
+    def forward(self, features: torch.Tensor, action: torch.Tensor | None = None, deterministic: bool = False,
+                with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Returns ``(action [N, d], log_prob [N], entropy [N] or None without with_entropy)``; samples when
+        ``action`` is None.
+
+        ``log N(a; mu, sigma) = sum_i -((a_i - mu_i) / sigma_i)^2 / 2 - log sigma_i - log(2 pi) / 2``; for a
+        fresh sample ``a = mu + sigma * z`` the standardized term is ``z`` itself.
+        """
+        mean = F.linear(features, self.mean.weight, self.mean.bias)
         if self.state_dependent:
-            log_std = torch.log(F.softplus(self.std(features)) + 1e-6)
+            log_std = torch.log(F.softplus(F.linear(features, self.std.weight, self.std.bias)) + 1e-6)
         else:
-            log_std = self.log_std.expand_as(mean)
+            log_std = self.log_std  # [d], broadcast over the batch
         log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        std = log_std.exp()
         if action is None:
-            action = mean if deterministic else mean + std * torch.randn_like(mean)
-        log_prob = (-0.5 * ((action - mean) / std).square() - log_std - _HALF_LOG_2PI).sum(-1)
-        entropy = (0.5 + _HALF_LOG_2PI + log_std).sum(-1)
+            if deterministic:
+                action, standardized = mean, torch.zeros_like(mean)
+            else:
+                standardized = torch.randn_like(mean)
+                action = torch.addcmul(mean, log_std.exp(), standardized)
+        else:
+            standardized = (action - mean) / log_std.exp()
+        log_prob = (-0.5 * standardized.square() - log_std).sum(-1) - _HALF_LOG_2PI * mean.shape[-1]
+        entropy = None
+        if with_entropy:
+            entropy = (0.5 + _HALF_LOG_2PI + log_std).sum(-1).expand(mean.shape[0])
         return action, log_prob, entropy

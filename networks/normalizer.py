@@ -26,11 +26,25 @@ class RunningNormalizer(nn.Module):
         self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
         self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(0.0, dtype=torch.float64))
+        self._cache_key: tuple[int, ...] | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, *shape]`` -> ``[N, *shape]`` float32."""
-        std = torch.sqrt(self.var + self.epsilon).to(torch.float32)
-        return torch.clamp((x.to(torch.float32) - self.mean.to(torch.float32)) / std, -self.clip, self.clip)
+        if torch.compiler.is_compiling():
+            mean, std = self._float32_statistics()
+        else:
+            # float32 copies of the statistics, remade whenever the buffers change (update, load_state_dict,
+            # .to(): each bumps a buffer's version or replaces it); rollouts call this once per env step.
+            key = (self.mean._version, self.var._version, self.mean.data_ptr(), self.var.data_ptr())
+            if self._cache_key != key:
+                with torch.inference_mode(False):  # usable later with autograd, even if made in a rollout
+                    self._cache, self._cache_key = self._float32_statistics(), key
+            mean, std = self._cache
+        return torch.clamp((x.to(torch.float32) - mean) / std, -self.clip, self.clip)
+
+    def _float32_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mean.to(torch.float32), torch.sqrt(self.var + self.epsilon).to(torch.float32)
 
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:

@@ -16,36 +16,48 @@ class RewardScaler:
     is a running variance over all envs and steps seen so far. The mean is not subtracted, so the sign of
     rewards is kept. Rewards are then clipped to ``[-clip, clip]``.
 
-    The trainer calls :meth:`accumulate` once per env step (three in-place tensor operations) and
-    :meth:`update_and_scale` once per rollout: the statistics are merged with the whole rollout's
-    discounted returns in one batch (Chan et al. 1979 parallel variance), then the rollout's rewards are
-    scaled with them. Unlike gymnasium's per-step ``NormalizeReward`` wrapper, this runs on the learner's
-    device with no per-step numpy work, and its state lives in the trainer's checkpoint.
+    The trainer calls, once per rollout, :meth:`discounted_returns_of` (the running returns at every step),
+    :meth:`update` (the statistics merged with the whole rollout's returns in one batch: Chan et al. 1979
+    parallel variance) and :meth:`scale` (the rollout's rewards divided by the updated std). Unlike
+    gymnasium's per-step ``NormalizeReward`` wrapper, this costs no per-step work, runs on the learner's
+    device, and its state lives in the trainer's checkpoint.
 
     Args:
-        num_steps, num_envs: the rollout shape ``[T, N]``.
+        num_envs: number of envs ``N``.
         gamma: discount of the running return, in ``[0, 1]``.
         clip: bound of the scaled rewards, > 0.
         device: where the accumulators live (the learner's device).
         epsilon: added to the variance before the square root.
     """
 
-    def __init__(self, num_steps: int, num_envs: int, gamma: float, clip: float, device: torch.device,
+    def __init__(self, num_envs: int, gamma: float, clip: float, device: torch.device,
                  epsilon: float = 1e-8) -> None:
         self.gamma, self.clip, self.epsilon = gamma, clip, epsilon
-        self.discounted_returns = torch.zeros(num_envs, device=device)           # [N], G_t of the running episode
-        self.rollout_returns = torch.zeros(num_steps, num_envs, device=device)   # [T, N], G_t at every step
+        self.discounted_returns = torch.zeros(num_envs, device=device)  # [N], G_t of each running episode
         # Running statistics in float64; count starts at 1e-4 with variance 1 (as baselines' RunningMeanStd).
         self.mean = torch.zeros((), dtype=torch.float64, device=device)
         self.var = torch.ones((), dtype=torch.float64, device=device)
         self.count = torch.full((), 1e-4, dtype=torch.float64, device=device)
 
-    def accumulate(self, step: int, rewards: torch.Tensor, dones: torch.Tensor) -> None:
-        """Add this step's raw ``rewards`` ``[N]`` to the running returns and record them at ``step``;
-        ``dones`` ``[N]`` (bool, terminated or truncated) restarts the returns of the envs that ended."""
-        self.discounted_returns.mul_(self.gamma).add_(rewards)
-        self.rollout_returns[step] = self.discounted_returns
-        self.discounted_returns.masked_fill_(dones, 0.0)
+    def discounted_returns_of(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """The running discounted return after each step of a rollout.
+
+        Args:
+            rewards: ``[T, N]`` raw rewards of the rollout.
+            dones: ``[T, N]`` bool, True where an episode ended (terminated or truncated) at that step:
+                the env's return restarts from zero at the next step.
+
+        Returns:
+            ``[T, N]`` float32: ``G_t = gamma * G_{t-1} + r_t``. The running returns carry over to the next
+            rollout.
+        """
+        returns = torch.empty_like(rewards)
+        running = self.discounted_returns
+        for step in range(rewards.shape[0]):
+            running.mul_(self.gamma).add_(rewards[step])
+            returns[step] = running
+            running.masked_fill_(dones[step], 0.0)
+        return returns
 
     def update(self, returns: torch.Tensor) -> None:
         """Merge a batch of discounted returns (any shape) into the running mean and variance."""
@@ -64,12 +76,6 @@ class RewardScaler:
         """``clip(rewards / sqrt(var + epsilon), -clip, clip)``, same shape and dtype as ``rewards``."""
         std = torch.sqrt(self.var + self.epsilon).to(rewards.dtype)
         return (rewards / std).clamp_(-self.clip, self.clip)
-
-    def update_and_scale(self, rewards: torch.Tensor, all_returns: torch.Tensor | None = None) -> torch.Tensor:
-        """Update the statistics with this rollout's returns (or with ``all_returns``, every rank's in a
-        distributed run) and return the rollout's ``rewards`` ``[T, N]`` scaled."""
-        self.update(self.rollout_returns if all_returns is None else all_returns)
-        return self.scale(rewards)
 
     def state_dict(self) -> dict[str, Any]:
         """Statistics and running returns as plain data (for checkpoints)."""

@@ -93,14 +93,21 @@ class Trainer:
                                     self.observation_dtype, tuple(action_space.shape),
                                     torch.int64 if discrete else torch.float32, device)
         self.minibatch_generator = torch.Generator().manual_seed(self.seed)
-        self.reward_scaler = (RewardScaler(config.num_steps_collected, config.num_envs, config.gae_gamma,
-                                           config.reward_clip, device) if config.normalize_rewards else None)
+        self.reward_scaler = (RewardScaler(config.num_envs, config.gae_gamma, config.reward_clip, device)
+                              if config.normalize_rewards else None)
         # With --compile, torch.compile traces the loss once (minibatches all have the same shape) and
         # generates fused kernels for it and for its backward pass; the optimizer step stays the fused Adam.
         self.minibatch_loss: Callable[[Minibatch], LossOutput] = (
             torch.compile(self._minibatch_loss, dynamic=False) if config.compile else self._minibatch_loss)
-        # Envs that step on torch tensors (the Brax backend) take the actions where the agent made them.
-        self.tensor_actions = bool(getattr(envs, "accepts_tensors", False))
+        # Envs that step on torch tensors (the Brax backend) take the actions where the agent made them and
+        # return tensors on the device; the rollout stages their rewards and ends there too.
+        self.tensor_env = bool(getattr(envs, "accepts_tensors", False))
+        size = (config.num_steps_collected, config.num_envs)
+        if self.tensor_env:
+            self._staging = (torch.zeros(size, device=device), torch.zeros(size, dtype=torch.bool, device=device),
+                             torch.zeros(size, dtype=torch.bool, device=device))
+        else:
+            self._staging = (np.zeros(size, np.float32), np.zeros(size, bool), np.zeros(size, bool))
 
         self.iteration = 0
         self.global_step = 0
@@ -151,14 +158,16 @@ class Trainer:
         single process only: distributed ranks finish the rollout and agree on stopping in :meth:`train`).
         Non-finite rewards or observations are zeroed and recorded in :attr:`fault_reason`.
 
-        The envs may return numpy arrays (gymnasium, envpool) or torch tensors (Brax through DLPack);
-        both become tensors on the learner's device. Rewards are scaled once per rollout
-        (:class:`ppo.reward_scaling.RewardScaler`) when ``normalize_rewards`` is set. Rewards of truncated
-        (not terminated) episodes then get ``gamma * V(final observation)`` added, since a time limit is
-        not a terminal state (Pardo et al. 2018, "Time Limits in Reinforcement Learning"); GAE then cuts
-        the chain at every episode end.
+        The envs return numpy arrays (gymnasium, envpool) or torch tensors (Brax through DLPack). Per step
+        the loop does only what the next step needs (sample, step, bootstrap values of truncated episodes);
+        rewards, terminations and truncations are staged in arrays of the env's own kind and go to the
+        buffer once per rollout. Rewards are then scaled (:class:`ppo.reward_scaling.RewardScaler`) when
+        ``normalize_rewards`` is set, and rewards of truncated (not terminated) episodes get
+        ``gamma * V(final observation)`` added, since a time limit is not a terminal state (Pardo et al.
+        2018, "Time Limits in Reinforcement Learning"); GAE then cuts the chain at every episode end.
         """
         config, buffer, agent, device = self.config, self.buffer, self.agent, self.device
+        rewards, terminations, truncations = self._staging
         buffer.bootstrap_values.zero_()
         for step in range(config.num_steps_collected):
             if self.stop_requested and self.distributed is None:
@@ -166,57 +175,63 @@ class Trainer:
             observations = self.next_observations
             started = time.perf_counter()
             with torch.inference_mode():
-                out = agent.get_action_and_value(observations)
-            actions = out.action if self.tensor_actions else out.action.cpu().numpy()
+                out = agent.get_action_and_value(observations, with_entropy=False)
+            actions = out.action if self.tensor_env else out.action.cpu().numpy()
             stepped = time.perf_counter()
-            next_observations, rewards, terminations, truncations, infos = self.envs.step(actions)
+            next_observations, rewards[step], terminations[step], truncations[step], infos = self.envs.step(actions)
             self.timings["env"] += time.perf_counter() - stepped
-            rewards = torch.as_tensor(rewards, dtype=torch.float32, device=device)
-            if not torch.isfinite(rewards).all():
-                self.fault_reason = "rewards"
-                rewards = torch.nan_to_num(rewards, nan=0.0, posinf=0.0, neginf=0.0)
-            terminations = torch.as_tensor(terminations, dtype=torch.bool, device=device)
-            truncations = torch.as_tensor(truncations, dtype=torch.bool, device=device)
-            if self.reward_scaler is not None:
-                self.reward_scaler.accumulate(step, rewards, terminations | truncations)
-            bootstrap = truncations & ~terminations
+            bootstrap = truncations[step] & ~terminations[step]
             if bootstrap.any():
-                final_observations = infos["final_obs"]
-                if isinstance(final_observations, torch.Tensor):
-                    final_observations = final_observations[bootstrap]
-                else:
-                    final_observations = np.stack(final_observations[bootstrap.cpu().numpy()])
-                with torch.inference_mode():
-                    final_values = agent.get_value(self._to_tensor(final_observations))
-                buffer.bootstrap_values[step, bootstrap] = final_values
+                self._bootstrap_values(step, bootstrap, infos["final_obs"])
             buffer.observations[step] = observations
             buffer.actions[step] = out.action
             buffer.log_probs[step] = out.log_prob
             buffer.values[step] = out.value
-            buffer.rewards[step] = rewards
-            buffer.terminations[step] = terminations
-            buffer.truncations[step] = truncations
             self.global_step += config.num_envs
             self._record_episodes(infos)
-            self.next_observations = self._finite_observations(self._to_tensor(next_observations))
+            self.next_observations = self._to_tensor(self._finite_observations(next_observations))
             self.timings["inference"] += stepped - started
         with torch.inference_mode():
             next_values = agent.get_value(self.next_observations)
+        buffer.rewards.copy_(torch.as_tensor(rewards, device=device))
+        buffer.terminations.copy_(torch.as_tensor(terminations, device=device))
+        buffer.truncations.copy_(torch.as_tensor(truncations, device=device))
+        if not torch.isfinite(buffer.rewards).all():
+            self.fault_reason = "rewards"
+            buffer.rewards.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
         if self.reward_scaler is not None:
-            all_returns = (None if self.distributed is None
-                           else self.distributed.all_gather(self.reward_scaler.rollout_returns.flatten()))
-            buffer.rewards.copy_(self.reward_scaler.update_and_scale(buffer.rewards, all_returns))
+            scaler = self.reward_scaler
+            returns = scaler.discounted_returns_of(buffer.rewards, buffer.dones.bool())
+            scaler.update(returns if self.distributed is None else self.distributed.all_gather(returns.flatten()))
+            buffer.rewards.copy_(scaler.scale(buffer.rewards))
         buffer.rewards.add_(buffer.bootstrap_values, alpha=config.gae_gamma)
         buffer.advantages, buffer.returns = compute_gae(buffer.rewards, buffer.values, buffer.dones,
                                                         next_values, config.gae_gamma, config.gae_lambda)
         return True
 
-    def _finite_observations(self, observations: torch.Tensor) -> torch.Tensor:
+    def _bootstrap_values(self, step: int, bootstrap: np.ndarray | torch.Tensor,
+                          final_observations: np.ndarray | torch.Tensor) -> None:
+        """Store ``V(final observation)`` of the envs truncated at ``step`` (``bootstrap`` ``[N]`` bool);
+        ``final_observations`` is gymnasium's object array of per-env observations or an ``[N, ...]`` tensor."""
+        if isinstance(final_observations, torch.Tensor):
+            final_observations = final_observations[bootstrap]
+        else:
+            final_observations = np.stack(final_observations[bootstrap])
+        final_observations = self._to_tensor(self._finite_observations(final_observations))
+        with torch.inference_mode():
+            values = self.agent.get_value(final_observations)
+        self.buffer.bootstrap_values[step, torch.as_tensor(bootstrap, device=self.device)] = values
+
+    def _finite_observations(self, observations: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Observations with non-finite entries zeroed (and the fault noted): the policy must never see
         NaN, or sampling fails; the iteration's update is then skipped."""
-        if observations.is_floating_point() and not torch.isfinite(observations).all():
+        if isinstance(observations, torch.Tensor):
+            if observations.is_floating_point() and not torch.isfinite(observations).all():
+                self.fault_reason = "observations"
+                return torch.nan_to_num(observations, nan=0.0, posinf=0.0, neginf=0.0)
+        elif observations.dtype.kind == "f" and not np.isfinite(observations).all():
             self.fault_reason = "observations"
-            return torch.nan_to_num(observations, nan=0.0, posinf=0.0, neginf=0.0)
+            return np.nan_to_num(observations, nan=0.0, posinf=0.0, neginf=0.0)
         return observations
 
     def _record_episodes(self, infos: dict[str, Any]) -> None:

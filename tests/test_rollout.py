@@ -10,6 +10,7 @@ from torch import nn
 from networks.actor_critic import ActorCritic
 from networks.heads import CategoricalHead
 from ppo.config import PPOConfig
+from ppo.reward_scaling import RewardScaler
 from ppo.trainer import Trainer
 from wrappers import make_vector_env
 
@@ -95,7 +96,10 @@ def test_reward_scaling_scales_env_rewards_but_not_the_bootstrap():
     buffer = rollout("TestCounter-v0", trainer_out=trainers, normalize_rewards=True, reward_clip=100.0)
     scaler = trainers[0].reward_scaler
     # Running returns with gamma 0.5 restart every 3 steps: 1, 1.5, 1.75, 1, 1.5, 1.75, 1 in both envs.
-    assert scaler.rollout_returns[:, 0].tolist() == [1.0, 1.5, 1.75, 1.0, 1.5, 1.75, 1.0]
+    expected = RewardScaler(2, GAMMA, 100.0, torch.device("cpu"))
+    expected.update(torch.tensor([1.0, 1.5, 1.75, 1.0, 1.5, 1.75, 1.0] * 2))
+    assert float(scaler.var) == pytest.approx(float(expected.var), rel=1e-9)
+    assert scaler.discounted_returns.tolist() == [1.0, 1.0]  # the episodes running at the end
     scaled_reward = 1.0 / float(torch.sqrt(scaler.var + scaler.epsilon))
     assert scaled_reward != pytest.approx(1.0)
     truncated = buffer.truncations.bool()
