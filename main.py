@@ -11,19 +11,50 @@ import sys
 
 from ppo.cli import EntryPoint, main
 from ppo.config import PPOConfig
+from ppo.errors import UsageError
 
 
 def describe(environment_id: str):
-    """Check that ``environment_id`` exists and has flat vector observations; returns its EnvironmentInfo."""
+    """Check that ``environment_id`` exists and has flat vector observations; returns its EnvironmentInfo.
+
+    ``brax/<name>`` ids are Brax environments (``--env-backend brax``); any other id is a gymnasium id.
+    """
+    if environment_id.startswith("brax/"):
+        from wrappers.brax_backend import describe_brax_environment
+        return describe_brax_environment(environment_id)
     from wrappers import check_vector_observations, describe_environment
     info = describe_environment(environment_id)
     check_vector_observations(info)
     return info
 
 
+def check_config(config: PPOConfig) -> None:
+    """Brax ids and the Brax backend go together; envpool takes the MuJoCo ids it has.
+
+    Raises:
+        UsageError: a ``brax/`` id without ``--env-backend brax`` or the other way round.
+        EnvironmentProblem: ``--env-backend envpool`` with an id envpool lacks, or without envpool installed.
+    """
+    brax_id = config.environment_id.startswith("brax/")
+    if brax_id != (config.env_backend == "brax"):
+        raise UsageError(f"{config.environment_id} needs --env-backend brax" if brax_id else
+                         f"--env-backend brax takes brax/<name> ids (e.g. brax/ant), not {config.environment_id}")
+    if config.env_backend == "envpool":
+        from wrappers.envpool_backend import envpool_task_id
+        envpool_task_id(config.environment_id)
+
+
 def make_envs(config: PPOConfig, num_envs: int, evaluation: bool = False, render_mode: str | None = None):
-    """Vector envs of ``config.environment_id``; rewards are raw (the trainer scales them when asked), so
-    training and evaluation envs are the same."""
+    """Vector envs of ``config.environment_id`` from the ``--env-backend``; rewards are raw (the trainer
+    scales them when asked), so training and evaluation envs are the same."""
+    if config.env_backend == "envpool":
+        from wrappers.envpool_backend import make_envpool_training_env
+        return make_envpool_training_env(config.environment_id, num_envs, seed=config.seed)
+    if config.env_backend == "brax":
+        from ppo.cli import select_device
+        from wrappers.brax_backend import make_brax_vector_env
+        return make_brax_vector_env(config.environment_id, num_envs, seed=config.seed,
+                                    device=select_device(config.use_gpu))
     from wrappers import make_vector_env
     return make_vector_env(config.environment_id, num_envs, config.vectorization_mode, render_mode=render_mode)
 
@@ -56,6 +87,7 @@ ENTRY = EntryPoint(
     description="PPO on gymnasium environments with vector observations (MLP actor-critic).",
     default_environment_id="CartPole-v1",
     describe=describe,
+    check_config=check_config,
     make_envs=make_envs,
     make_agent=make_agent,
     env_state=_env_state(),

@@ -28,20 +28,31 @@ def describe(environment_id: str):
 
 
 def check_config(config: PPOConfig) -> None:
-    """Refuse observation or reward normalization, before any work.
+    """Refuse observation or reward normalization and the Brax backend, before any work.
 
     Raises:
-        UsageError: frames are scaled by 1/255 in the network and rewards clipped to their sign instead.
+        UsageError: frames are scaled by 1/255 in the network and rewards clipped to their sign instead;
+            Brax has no Atari games.
+        EnvironmentProblem: ``--env-backend envpool`` with a game envpool lacks, or without envpool.
     """
     for name in ("normalize_observations", "normalize_rewards"):
         if getattr(config, name):
             raise UsageError(f"main_atari.py scales frames by 1/255 in the network and clips rewards to "
                              f"their sign; drop --{name.replace('_', '-')}")
+    if config.env_backend == "brax":
+        raise UsageError("Brax has no Atari games: use --env-backend gymnasium (ale-py) or envpool")
+    if config.env_backend == "envpool":
+        from wrappers.envpool_backend import envpool_task_id
+        envpool_task_id(config.environment_id)
 
 
 def make_envs(config: PPOConfig, num_envs: int, evaluation: bool = False, render_mode: str | None = None):
     """Training envs end learning episodes at life losses and clip rewards to their sign; evaluation envs
     play whole games with raw rewards. Both record full-game raw scores in ``infos["episode"]``."""
+    if config.env_backend == "envpool":
+        from wrappers.envpool_backend import make_envpool_training_env
+        return make_envpool_training_env(config.environment_id, num_envs, seed=config.seed, evaluation=evaluation,
+                                         sticky_action_probability=config.sticky_action_probability)
     from wrappers import make_atari_vector_env
     return make_atari_vector_env(config.environment_id, num_envs, config.vectorization_mode,
                                  evaluation=evaluation, sticky_action_probability=config.sticky_action_probability,

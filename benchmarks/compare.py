@@ -4,6 +4,7 @@
     python benchmarks/compare.py speed                      # Hopper-v4, CartPole-v1, Humanoid-v4
     python benchmarks/compare.py speed --cases cartpole --repeats 3
     python benchmarks/compare.py time-to-score --environment-id CartPole-v1 --seeds 1 2 3 4 5
+    python benchmarks/compare.py scale                      # envpool vs gymnasium; 1 vs 2 torchrun processes
 
 Every measurement runs in a fresh child process, ours and SB3's alternating, so both see the same
 machine state. Steps per second count training only (environment steps divided by the time from the
@@ -69,9 +70,13 @@ def run_child_with_memory(command: list[str]) -> tuple[str, float]:
     return stdout, usage.ru_maxrss / 1024
 
 
-def ours_speed(environment_id: str, p: dict, total: int, workdir: Path, seed: int) -> dict:
-    run = workdir / f"ours-{environment_id}-{seed}"
-    command = [sys.executable, "main.py", "--environment-id", environment_id, "--num-envs", str(p["num_envs"]),
+def ours_speed(environment_id: str, p: dict, total: int, workdir: Path, seed: int, extra: tuple[str, ...] = (),
+               processes: int = 1) -> dict:
+    """Our trainer with ``p``'s hyperparameters (and ``extra`` flags), under torchrun with ``processes`` > 1."""
+    run = workdir / f"ours-{environment_id}-{seed}-{len(list(workdir.iterdir()))}"
+    launcher = [sys.executable] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    command = [*launcher, "main.py", "--environment-id", environment_id, "--num-envs", str(p["num_envs"]),
                "--num-steps-collected", str(p["num_steps"]), "--num-epochs", str(p["epochs"]),
                "--num-mini-batches", str(p["minibatches"]), "--learning-rate", str(p["lr"]),
                "--ent-loss-coeff", str(p["ent"]), "--total-timesteps", str(total), "--seed", str(seed),
@@ -82,7 +87,7 @@ def ours_speed(environment_id: str, p: dict, total: int, workdir: Path, seed: in
                "--max-gradient", "0.5", "--hidden-size", "64", "--num-hidden-layers", "2", "--activation", "tanh",
                "--init-log-std", "0", "--no-anneal-lr", "--no-clip-value-loss", "--normalize-advantages"]
     flag = "--" if p["normalize"] else "--no-"
-    command += [f"{flag}normalize-observations", f"{flag}normalize-rewards"]
+    command += [f"{flag}normalize-observations", f"{flag}normalize-rewards", *extra]
     stdout, peak = run_child_with_memory(command)
     with (run / "metrics.csv").open() as handle:
         last = list(csv.DictReader(handle))[-1]
@@ -121,13 +126,15 @@ def sb3_speed(environment_id: str, p: dict, total: int, seed: int) -> dict:
 
 
 def speed(args: argparse.Namespace) -> None:
-    print(f"# python benchmarks/compare.py speed --cases {' '.join(args.cases)} --repeats {args.repeats}")
+    print(f"# python benchmarks/compare.py speed --cases {' '.join(args.cases)} --repeats {args.repeats}"
+          + (" --compile" if args.compile else ""))
+    extra = ("--compile",) if args.compile else ()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
             environment_id, p, total = SPEED_CASES[name]
             ours, theirs = [], []
             for repeat in range(args.repeats):  # alternate: ours, SB3, ours, SB3, ...
-                ours.append(ours_speed(environment_id, p, total, Path(tmp), seed=repeat + 1))
+                ours.append(ours_speed(environment_id, p, total, Path(tmp), seed=repeat + 1, extra=extra))
                 theirs.append(sb3_speed(environment_id, p, total, seed=repeat + 1))
             ours_sps = statistics.median(r["sps"] for r in ours)
             sb3_sps = statistics.median(r["sps"] for r in theirs)
@@ -139,6 +146,42 @@ def speed(args: argparse.Namespace) -> None:
                   f"our time: env {split['env_s']:.1f}s, inference {split['inference_s']:.1f}s, "
                   f"update {split['update_s']:.1f}s of {split['total_s']:.1f}s; peak memory ours "
                   f"{max(r['peak_mib'] for r in ours):.0f} MiB, SB3 {max(r['peak_mib'] for r in theirs):.0f} MiB",
+                  flush=True)
+
+
+# name -> (environment id, hyperparameters, total steps, variants: label -> (extra flags, processes))
+SCALE_CASES = {
+    "hopper-backends": ("Hopper-v4", dict(num_envs=8, num_steps=256, epochs=10, minibatches=32, lr=3e-4, ent=0.0,
+                                          normalize=True), 16384,
+                        {"gymnasium sync": ((), 1), "gymnasium async": (("--vectorization-mode", "async"), 1),
+                         "envpool": (("--env-backend", "envpool"), 1)}),
+    "cartpole-processes": ("CartPole-v1", dict(num_envs=4, num_steps=128, epochs=4, minibatches=4, lr=2.5e-4,
+                                               ent=0.01, normalize=False), 32768,
+                           {"1 process": ((), 1), "torchrun 2 processes": ((), 2)}),
+    "hopper-processes": ("Hopper-v4", dict(num_envs=1, num_steps=2048, epochs=10, minibatches=32, lr=3e-4,
+                                           ent=0.0, normalize=True), 8192,
+                         {"1 process": ((), 1), "torchrun 2 processes": ((), 2)}),
+}
+
+
+def scale(args: argparse.Namespace) -> None:
+    """Our steps/s across environment backends and process counts (no SB3 counterpart)."""
+    print(f"# python benchmarks/compare.py scale --cases {' '.join(args.cases)} --repeats {args.repeats}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.cases:
+            environment_id, p, total, variants = SCALE_CASES[name]
+            results: dict[str, list[dict]] = {label: [] for label in variants}
+            for repeat in range(args.repeats):  # alternate the variants
+                for label, (extra, processes) in variants.items():
+                    try:
+                        results[label].append(ours_speed(environment_id, p, total, Path(tmp),
+                                                         seed=repeat + 1, extra=extra, processes=processes))
+                    except RuntimeError as error:
+                        print(f"{label}: failed ({str(error).splitlines()[-1]})", flush=True)
+            parts = [f"{label} {statistics.median(r['sps'] for r in runs):,.0f} steps/s"
+                     for label, runs in results.items() if runs]
+            print(f"{environment_id} ({p['num_envs']} envs x {p['num_steps']} steps per process, {p['epochs']} "
+                  f"epochs, {p['minibatches']} minibatches, median of {args.repeats}): " + ", ".join(parts),
                   flush=True)
 
 
@@ -220,12 +263,16 @@ def main() -> None:
     s = sub.add_parser("speed", help="steps/s with matched hyperparameters")
     s.add_argument("--cases", nargs="+", choices=list(SPEED_CASES), default=list(SPEED_CASES))
     s.add_argument("--repeats", type=int, default=2)
+    s.add_argument("--compile", action="store_true", help="run ours with --compile")
+    c = sub.add_parser("scale", help="our steps/s across env backends and torchrun process counts")
+    c.add_argument("--cases", nargs="+", choices=list(SCALE_CASES), default=list(SCALE_CASES))
+    c.add_argument("--repeats", type=int, default=2)
     t = sub.add_parser("time-to-score", help="wall-clock seconds until a return threshold")
     t.add_argument("--environment-id", choices=list(ZOO), default="CartPole-v1")
     t.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     t.add_argument("--threshold", type=float, default=None)
     args = parser.parse_args()
-    speed(args) if args.mode == "speed" else time_to_score(args)
+    {"speed": speed, "scale": scale, "time-to-score": time_to_score}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,10 @@ class PPOConfig:
     vectorization_mode: str = _flag("sync", "gymnasium vector env: sync steps envs in this process, async "
                                     "in one subprocess each (faster when the simulator dominates)",
                                     choices=("sync", "async"), group="Environment")
+    env_backend: str = _flag("gymnasium", "what steps the envs: gymnasium's vector envs (see "
+                             "--vectorization-mode), envpool's C++ thread pool (MuJoCo and Atari ids; pip install "
+                             "envpool), or Brax on JAX (brax/<name> ids; pip install -r requirements-brax.txt)",
+                             choices=("gymnasium", "envpool", "brax"), group="Environment")
     total_timesteps: int = _flag(1_000_000, "environment steps to train for, summed over all envs",
                                  group="Environment")
     sticky_action_probability: float = _flag(0.25, "Atari (main_atari.py): probability that the emulator "

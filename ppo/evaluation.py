@@ -35,7 +35,8 @@ def evaluate_policy(agent: nn.Module | None, envs: VectorEnv, num_episodes: int,
     returns: list[float] = []
     observations, _ = envs.reset(seed=seed)
     envs.action_space.seed(seed)
-    dtype = torch.uint8 if observations.dtype == np.uint8 else torch.float32
+    dtype = torch.uint8 if observations.dtype in (np.uint8, torch.uint8) else torch.float32
+    tensor_env = bool(getattr(envs, "accepts_tensors", False))  # Brax: tensors in and out
     was_training = agent.training if agent is not None else False
     if agent is not None:
         agent.eval()
@@ -43,10 +44,14 @@ def evaluate_policy(agent: nn.Module | None, envs: VectorEnv, num_episodes: int,
         while (counts < targets).any():
             if agent is None:
                 actions = envs.action_space.sample()
+                if tensor_env:
+                    actions = torch.as_tensor(actions, device=device)
             else:
                 with torch.inference_mode():
                     tensor = torch.as_tensor(observations, dtype=dtype, device=device)
-                    actions = agent.act(tensor, deterministic).cpu().numpy()
+                    actions = agent.act(tensor, deterministic)
+                if not tensor_env:
+                    actions = actions.cpu().numpy()
             observations, _, _, _, infos = envs.step(actions)
             mask = infos.get("_episode")
             if mask is None:
