@@ -5,6 +5,7 @@ then the trainer end to end on envpool envs. Skipped where envpool is not instal
 
 from __future__ import annotations
 
+import json
 import sys
 
 import gymnasium as gym
@@ -257,3 +258,16 @@ def test_trainer_runs_two_iterations_on_envpool_envs(backend):
                 assert trainer.recent_lengths, "random Hopper episodes end within 64 steps"
         finally:
             envs.close()
+
+
+def test_main_py_trains_and_evaluates_with_env_backend_envpool(backend, cli, tmp_path):
+    result = cli("main.py", "--environment-id", "Hopper-v4", "--env-backend", "envpool", "--num-envs", "2",
+                 "--num-steps-collected", "64", "--num-mini-batches", "2", "--num-epochs", "1",
+                 "--total-timesteps", "256", "--eval-episodes", "2", "--no-progress", "--output-dir", str(tmp_path),
+                 "--run-name", "run")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "config.json").read_text())["env_backend"] == "envpool"
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert evaluation["episodes"] == 2 and np.isfinite(evaluation["mean_return"])
+    assert (run_dir / "checkpoints" / "final.pt").exists()
