@@ -62,6 +62,8 @@ class RolloutBuffer:
                          self.log_probs.flatten(), self.values.flatten(), self.advantages.flatten(),
                          self.returns.flatten())
         permutation = torch.randperm(batch_size, generator=generator).to(self.values.device)
+        # Shuffle once per call, then hand out contiguous slices (views): one gather per field per epoch
+        # instead of one per field per minibatch.
+        shuffled = [tensor[permutation] for tensor in flat]
         for start in range(0, batch_size, minibatch_size):
-            indices = permutation[start:start + minibatch_size]
-            yield Minibatch(*(tensor[indices] for tensor in flat))
+            yield Minibatch(*(tensor[start:start + minibatch_size] for tensor in shuffled))

@@ -275,10 +275,14 @@ class Trainer:
                 losses.loss.backward()
                 if self.distributed is not None:
                     loss_finite, minibatch_kl = self._average_gradients(losses.loss, losses.approx_kl)
+                    grad_norm = nn.utils.clip_grad_norm_(self.parameters, config.max_gradient)
+                    finite = loss_finite and bool(torch.isfinite(grad_norm))
                 else:
-                    loss_finite, minibatch_kl = bool(torch.isfinite(losses.loss)), losses.approx_kl
-                grad_norm = nn.utils.clip_grad_norm_(self.parameters, config.max_gradient)
-                if not (torch.isfinite(grad_norm) and loss_finite):
+                    minibatch_kl = losses.approx_kl
+                    grad_norm = nn.utils.clip_grad_norm_(self.parameters, config.max_gradient)
+                    # The sum is finite exactly when both are (one check, one wait for the value).
+                    finite = bool(torch.isfinite(losses.loss.detach() + grad_norm))
+                if not finite:
                     skipped += 1
                     continue
                 self.optimizer.step()
@@ -286,7 +290,8 @@ class Trainer:
                                      losses.clipfrac, grad_norm.detach()])
                 totals += stats
                 count += 1
-                epoch_kl += float(minibatch_kl)
+                if config.target_kl is not None:
+                    epoch_kl += float(minibatch_kl)
                 epoch_batches += 1
             if config.target_kl is not None and epoch_batches and epoch_kl / epoch_batches > config.target_kl:
                 break
