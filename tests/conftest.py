@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,23 @@ def run_cli(script: str, *args: str, cwd: Path | None = None, timeout: float = 6
     """Run ``python script args`` from the repository root and capture its output."""
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def train_with_backend(tmp_path: Path, environment_id: str, backend: str, num_envs: int, num_steps: int,
+                       total_timesteps: int, eval_episodes: int) -> Path:
+    """A tiny ``main.py`` run (2 minibatches, 1 epoch) with ``--env-backend backend``; checks that it
+    exits 0 having written its config, final checkpoint and evaluation; returns the run directory."""
+    result = run_cli("main.py", "--environment-id", environment_id, "--env-backend", backend,
+                     "--num-envs", str(num_envs), "--num-steps-collected", str(num_steps), "--num-mini-batches", "2",
+                     "--num-epochs", "1", "--total-timesteps", str(total_timesteps),
+                     "--eval-episodes", str(eval_episodes), "--no-progress", "--output-dir", str(tmp_path),
+                     "--run-name", "run")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "config.json").read_text())["env_backend"] == backend
+    assert json.loads((run_dir / "evaluation.json").read_text())["episodes"] == eval_episodes
+    assert (run_dir / "checkpoints" / "final.pt").exists()
+    return run_dir
 
 
 def start_and_signal(args: list, run_dir: Path, sig: int, after_rows: int, timeout: float = 120

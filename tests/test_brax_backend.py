@@ -20,6 +20,7 @@ import torch
 pytest.importorskip("jax", reason="the Brax backend needs jax: pip install -r requirements-brax.txt")
 pytest.importorskip("brax", reason="the Brax backend needs brax: pip install -r requirements-brax.txt")
 
+from conftest import train_with_backend  # noqa: E402
 from ppo.errors import UsageError  # noqa: E402
 from wrappers.brax_backend import make_brax_vector_env  # noqa: E402
 
@@ -158,19 +159,12 @@ def test_ant_reset_seed_reproduces_initial_states(ant_envs):
     assert not torch.equal(first[0], first[1])  # every env draws its own initial state
 
 
-def test_main_py_trains_and_evaluates_with_env_backend_brax(cli, tmp_path):
+def test_main_py_trains_and_evaluates_with_env_backend_brax(tmp_path):
     # brax/fast: brax's trivial test env, compiled in about a second on a CPU.
-    result = cli("main.py", "--env-backend", "brax", "--environment-id", "brax/fast", "--num-envs", "4",
-                 "--num-steps-collected", "16", "--num-mini-batches", "2", "--num-epochs", "1",
-                 "--total-timesteps", "128", "--eval-episodes", "1", "--no-progress", "--output-dir", str(tmp_path),
-                 "--run-name", "run")
-    assert result.returncode == 0, result.stderr
-    run_dir = tmp_path / "run"
-    assert json.loads((run_dir / "config.json").read_text())["env_backend"] == "brax"
-    assert json.loads((run_dir / "evaluation.json").read_text())["episodes"] == 1
+    run_dir = train_with_backend(tmp_path, "brax/fast", "brax", num_envs=4, num_steps=16, total_timesteps=128,
+                                 eval_episodes=1)
     metrics = (run_dir / "metrics.csv").read_text().strip().splitlines()
     assert len(metrics) == 1 + 2  # header and 2 iterations of 64 steps
-    assert (run_dir / "checkpoints" / "final.pt").exists()
 
 
 def test_brax_ids_and_the_brax_backend_go_together(cli):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import train_with_backend
 from ppo.config import PPOConfig
 from ppo.errors import EnvironmentProblem
 from ppo.trainer import Trainer
@@ -260,14 +261,7 @@ def test_trainer_runs_two_iterations_on_envpool_envs(backend):
             envs.close()
 
 
-def test_main_py_trains_and_evaluates_with_env_backend_envpool(backend, cli, tmp_path):
-    result = cli("main.py", "--environment-id", "Hopper-v4", "--env-backend", "envpool", "--num-envs", "2",
-                 "--num-steps-collected", "64", "--num-mini-batches", "2", "--num-epochs", "1",
-                 "--total-timesteps", "256", "--eval-episodes", "2", "--no-progress", "--output-dir", str(tmp_path),
-                 "--run-name", "run")
-    assert result.returncode == 0, result.stderr
-    run_dir = tmp_path / "run"
-    assert json.loads((run_dir / "config.json").read_text())["env_backend"] == "envpool"
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    assert evaluation["episodes"] == 2 and np.isfinite(evaluation["mean_return"])
-    assert (run_dir / "checkpoints" / "final.pt").exists()
+def test_main_py_trains_and_evaluates_with_env_backend_envpool(backend, tmp_path):
+    run_dir = train_with_backend(tmp_path, "Hopper-v4", "envpool", num_envs=2, num_steps=64, total_timesteps=256,
+                                 eval_episodes=2)
+    assert np.isfinite(json.loads((run_dir / "evaluation.json").read_text())["mean_return"])
