@@ -178,7 +178,8 @@ class Trainer:
                 out = agent.get_action_and_value(observations, with_entropy=False)
             actions = out.action if self.tensor_env else out.action.cpu().numpy()
             stepped = time.perf_counter()
-            next_observations, rewards[step], terminations[step], truncations[step], infos = self.envs.step(actions)
+            (next_observations, rewards[step], terminations[step], truncations[step],
+             infos) = self.envs.step(actions)
             self.timings["env"] += time.perf_counter() - stepped
             bootstrap = truncations[step] & ~terminations[step]
             if bootstrap.any():

@@ -9,7 +9,6 @@ for the module.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import gymnasium as gym
