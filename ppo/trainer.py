@@ -78,11 +78,15 @@ class Trainer:
         self.env_state = env_state
         policy_parameters, value_parameters = agent.parameter_groups()
         value_lr = config.value_learning_rate or config.learning_rate
-        self.base_learning_rates = [config.learning_rate, value_lr]
+        if value_lr == config.learning_rate:
+            # One group, one fused kernel call per step (a group per learning rate otherwise).
+            groups = [{"params": policy_parameters + value_parameters, "lr": config.learning_rate}]
+        else:
+            groups = [{"params": policy_parameters, "lr": config.learning_rate},
+                      {"params": value_parameters, "lr": value_lr}]
+        self.base_learning_rates = [group["lr"] for group in groups]
         # The fused Adam kernel does the same arithmetic as the loop in one call per step.
-        self.optimizer = torch.optim.Adam(
-            [{"params": policy_parameters, "lr": config.learning_rate},
-             {"params": value_parameters, "lr": value_lr}], eps=1e-5, fused=True)
+        self.optimizer = torch.optim.Adam(groups, eps=1e-5, fused=True)
         self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
 
         observation_space = envs.single_observation_space
