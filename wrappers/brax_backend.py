@@ -97,8 +97,9 @@ def _jax_device(jax: Any, device: torch.device) -> Any:
     raise UsageError(f"the Brax backend runs on cpu or cuda devices, not {device}")
 
 
-def _make_env(environment_id: str, **env_kwargs: Any) -> tuple[Any, int]:
-    """The brax env of ``brax/<name>`` and its observation size.
+def _make_env(environment_id: str, **env_kwargs: Any) -> tuple[Any, gym.spaces.Box, gym.spaces.Box]:
+    """The brax env of ``brax/<name>`` and one env's observation and action spaces
+    (``Box(-inf, inf, (obs_dim,), float32)``, ``Box(-1, 1, (act_dim,), float32)``).
 
     Raises:
         UsageError: not a ``brax/<known name>`` id, brax/jax missing, bad constructor arguments, or
@@ -122,7 +123,8 @@ def _make_env(environment_id: str, **env_kwargs: Any) -> tuple[Any, int]:
     if isinstance(observation, dict) or len(observation.shape) != 1:
         raise UsageError(f"{environment_id} has observations {observation}; only flat vector "
                          "observations are supported")
-    return env, int(observation.shape[0])
+    return (env, gym.spaces.Box(-np.inf, np.inf, (int(observation.shape[0]),), np.float32),
+            gym.spaces.Box(-1.0, 1.0, (int(env.action_size),), np.float32))
 
 
 def describe_brax_environment(environment_id: str, episode_length: int = 1000) -> Any:
@@ -133,11 +135,9 @@ def describe_brax_environment(environment_id: str, episode_length: int = 1000) -
         UsageError: as :func:`make_brax_vector_env`.
     """
     from wrappers.vector import EnvironmentInfo
-    env, observation_size = _make_env(environment_id)
-    return EnvironmentInfo(environment_id=environment_id,
-                           observation_space=gym.spaces.Box(-np.inf, np.inf, (observation_size,), np.float32),
-                           action_space=gym.spaces.Box(-1.0, 1.0, (int(env.action_size),), np.float32),
-                           family="continuous", max_episode_steps=episode_length)
+    _, observation_space, action_space = _make_env(environment_id)
+    return EnvironmentInfo(environment_id=environment_id, observation_space=observation_space,
+                           action_space=action_space, family="continuous", max_episode_steps=episode_length)
 
 
 class BraxVectorEnv(VectorEnv):
@@ -165,7 +165,7 @@ class BraxVectorEnv(VectorEnv):
         if backend is not None:
             env_kwargs["backend"] = backend
         jax, jnp, _ = _import_brax()
-        env, observation_size = _make_env(environment_id, **env_kwargs)
+        env, self.single_observation_space, self.single_action_space = _make_env(environment_id, **env_kwargs)
 
         self.environment_id = environment_id
         self.num_envs = int(num_envs)
@@ -174,8 +174,6 @@ class BraxVectorEnv(VectorEnv):
         self._jax, self._jnp = jax, jnp
         self._jax_device = _jax_device(jax, self.device)
         self._env = env
-        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (observation_size,), np.float32)
-        self.single_action_space = gym.spaces.Box(-1.0, 1.0, (int(env.action_size),), np.float32)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.metadata = dict(self.metadata)

@@ -319,12 +319,11 @@ def make_envpool_training_env(environment_id: str, num_envs: int, seed: int | No
         EnvironmentProblem: envpool is not installed, lacks the id, or fails to build the pool.
     """
     envs = make_envpool_vector_env(environment_id, num_envs, seed=seed, **kwargs)
+    if not envs.atari:
+        from wrappers.vector import add_statistics_and_action_clipping
+        return add_statistics_and_action_clipping(envs)
     statistics = vector_wrappers.RecordEpisodeStatistics(envs)
-    if envs.atari:
-        if evaluation:
-            return statistics
-        from wrappers.atari import LifeLossTermination
-        return vector_wrappers.TransformReward(LifeLossTermination(statistics), np.sign)
-    if isinstance(envs.single_action_space, gym.spaces.Box):
-        return vector_wrappers.ClipAction(statistics)
-    return statistics
+    if evaluation:
+        return statistics
+    from wrappers.atari import LifeLossTermination
+    return vector_wrappers.TransformReward(LifeLossTermination(statistics), np.sign)

@@ -181,8 +181,14 @@ def make_vector_env(environment_id: str, num_envs: int, vectorization_mode: str 
                             **({"render_mode": render_mode} if render_mode else {}), **env_kwargs)
     except Exception as error:  # noqa: BLE001
         raise _make_error(environment_id, error) from error
+    return add_statistics_and_action_clipping(envs)
+
+
+def add_statistics_and_action_clipping(envs: VectorEnv) -> VectorEnv:
+    """``RecordEpisodeStatistics`` (raw returns in ``infos["episode"]``), then ``ClipAction`` for Box
+    actions: the wrappers every vector-observation backend puts on its envs."""
     envs = vector_wrappers.RecordEpisodeStatistics(envs)
-    if isinstance(info.action_space, gym.spaces.Box):
+    if isinstance(envs.single_action_space, gym.spaces.Box):
         envs = vector_wrappers.ClipAction(envs)
     return envs
 
