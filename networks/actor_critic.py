@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -89,6 +89,26 @@ class ActorCritic(nn.Module):
         actor_features, _ = self.features(self.preprocess(observations))
         return self.action_head(actor_features, None, deterministic, with_entropy=False)[0]
 
+    def rollout_network(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """A function of the network input ``[N, ...]`` (after :meth:`preprocess`) that returns
+        ``(outputs [N, K], values [N])``, where ``outputs`` are the concatenated outputs of the action
+        head's :meth:`output_layers`, computed with the weights as they are now.
+
+        For the rollouts (:class:`RolloutPolicy`), during which the weights do not change; subclasses may
+        rearrange the weights into fewer operations. Call under ``torch.inference_mode()``.
+        """
+        head_layers = self.action_head.output_layers()
+        head_weight = torch.cat([layer.weight for layer in head_layers])
+        head_bias = torch.cat([layer.bias for layer in head_layers])
+        value_head = self.value_head
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            actor_features, critic_features = self.features(x)
+            values = F.linear(critic_features, value_head.weight, value_head.bias).squeeze(-1)
+            return F.linear(actor_features, head_weight, head_bias), values
+
+        return run
+
     def update_normalizer(self, observations: torch.Tensor) -> None:
         """Merge a batch ``[N, *obs_shape]`` into the observation statistics (no-op without a normalizer)."""
         if self.normalizer is not None:
@@ -156,4 +176,64 @@ class MLPActorCritic(ActorCritic):
     def value_parameters(self) -> list[nn.Parameter]:
         return [*self.critic.parameters(), *self.value_head.parameters()]
 
+    def rollout_network(self) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`ActorCritic.rollout_network` with the actor and the critic fused into one MLP of twice
+        the width: the first layer stacks both weight matrices, the later ones (and the output layer, action
+        head and value head together) are block-diagonal, so one step costs one matrix product per layer
+        instead of two. The off-diagonal blocks are zero, so it computes the same function."""
+        actor_layers, critic_layers = list(self.actor)[::2], list(self.critic)[::2]
+        layers = []
+        for index, (actor_layer, critic_layer) in enumerate(zip(actor_layers, critic_layers)):
+            stack = torch.cat if index == 0 else lambda pair: torch.block_diag(*pair)
+            layers.append((stack((actor_layer.weight, critic_layer.weight)),
+                           torch.cat((actor_layer.bias, critic_layer.bias))))
+        head_layers = [*self.action_head.output_layers(), self.value_head]
+        head_weight = torch.cat([layer.weight for layer in head_layers[:-1]])
+        output_weight = (torch.block_diag(head_weight, self.value_head.weight) if layers
+                         else torch.cat((head_weight, self.value_head.weight)))
+        output_bias = torch.cat([layer.bias for layer in head_layers])
+        activation = self.activation
 
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x = x.flatten(1)
+            for weight, bias in layers:
+                x = activation(F.linear(x, weight, bias))
+            outputs = F.linear(x, output_weight, output_bias)
+            return outputs[:, :-1], outputs[:, -1]
+
+        return run
+
+
+
+
+class RolloutPolicy:
+    """An actor-critic's policy for one rollout of ``num_steps`` steps of ``num_envs`` envs.
+
+    The sampling noise of the whole rollout is drawn up front (one RNG call instead of one per step) and
+    the network runs through :meth:`ActorCritic.rollout_network` (for the MLP, actor and critic fused), so
+    a step costs fewer tensor operations than :meth:`ActorCritic.get_action_and_value` while sampling from
+    the same distribution: ``a = mean + std * z`` with ``z ~ N(0, I)`` (Gaussian), ``argmax(logits + g)``
+    with ``g ~ Gumbel(0, 1)`` (Categorical). The weights must not change while it is used; create it and
+    call it under ``torch.inference_mode()``.
+
+    Args:
+        agent: the :class:`ActorCritic`.
+        num_steps, num_envs: the rollout's size; step ``t`` uses noise ``[num_envs, ...]`` of row ``t``.
+        device: where the noise is drawn (the agent's device).
+    """
+
+    def __init__(self, agent: ActorCritic, num_steps: int, num_envs: int, device: torch.device) -> None:
+        self.agent = agent
+        self.network = agent.rollout_network()
+        self.noise = agent.action_head.draw_noise((num_steps, num_envs), device)
+
+    def __call__(self, observations: torch.Tensor, step: int) -> ActionAndValue:
+        """Sample actions for observations ``[num_envs, *obs_shape]`` at rollout step ``step``; entropy
+        is None."""
+        outputs, values = self.network(self.agent.preprocess(observations))
+        action, log_prob, _ = self.agent.action_head.sample(outputs, self.noise[step])
+        return ActionAndValue(action, log_prob, None, values)
+
+    def value(self, observations: torch.Tensor) -> torch.Tensor:
+        """``V(s)`` of ``[N, *obs_shape]`` -> ``[N]`` (any ``N``)."""
+        return self.network(self.agent.preprocess(observations))[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -33,9 +34,13 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor
     following_values = torch.cat([values[1:], next_values.unsqueeze(0)])   # V(s_{t+1}), [T, B]
     deltas = rewards + gamma * following_values * not_done - values         # all TD errors at once
     decay = gamma * gae_lambda * not_done
-    advantages = torch.empty_like(rewards)
-    last_advantage = torch.zeros_like(next_values)
-    for t in reversed(range(rewards.shape[0])):  # only the recursion is sequential
-        last_advantage = deltas[t] + decay[t] * last_advantage
-        advantages[t] = last_advantage
+    # Only the recursion is sequential. It runs in numpy on the CPU: T steps of numpy arithmetic cost far
+    # less than T rounds of small tensor operations (or kernel launches on a GPU); same float32 arithmetic.
+    deltas_np, decay_np = deltas.detach().cpu().numpy(), decay.detach().cpu().numpy()
+    advantages_np = np.empty_like(deltas_np)
+    last_advantage = np.zeros_like(deltas_np[0])
+    for t in reversed(range(deltas_np.shape[0])):
+        last_advantage = deltas_np[t] + decay_np[t] * last_advantage
+        advantages_np[t] = last_advantage
+    advantages = torch.from_numpy(advantages_np).to(rewards.device)
     return advantages, advantages + values

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -51,13 +52,18 @@ class RewardScaler:
             ``[T, N]`` float32: ``G_t = gamma * G_{t-1} + r_t``. The running returns carry over to the next
             rollout.
         """
-        returns = torch.empty_like(rewards)
-        running = self.discounted_returns
-        for step in range(rewards.shape[0]):
-            running.mul_(self.gamma).add_(rewards[step])
+        # The recursion runs in numpy on the CPU: T steps of numpy arithmetic cost far less than T rounds
+        # of small tensor operations (or kernel launches on a GPU); the arithmetic is the same float32.
+        rewards_np, dones_np = rewards.detach().cpu().numpy(), dones.cpu().numpy()
+        returns = np.empty_like(rewards_np)
+        running = self.discounted_returns.cpu().numpy().copy()
+        gamma = np.float32(self.gamma)
+        for step in range(rewards_np.shape[0]):
+            running = running * gamma + rewards_np[step]
             returns[step] = running
-            running.masked_fill_(dones[step], 0.0)
-        return returns
+            running[dones_np[step]] = 0.0
+        self.discounted_returns.copy_(torch.from_numpy(running))
+        return torch.from_numpy(returns).to(rewards.device)
 
     def update(self, returns: torch.Tensor) -> None:
         """Merge a batch of discounted returns (any shape) into the running mean and variance."""

@@ -14,6 +14,7 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
+from networks import RolloutPolicy
 from ppo.buffer import Minibatch, RolloutBuffer
 from ppo.checkpoint import save_checkpoint
 from ppo.config import PPOConfig
@@ -117,6 +118,7 @@ class Trainer:
         self.global_step = 0
         self.wall_time_offset = 0.0
         self.next_observations: torch.Tensor | None = None
+        self.rollout_policy: RolloutPolicy | None = None  # the policy of the rollout in progress
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.recent_lengths: deque[int] = deque(maxlen=20)
         self.iteration_episodes: list[tuple[int, float, float, int]] = []
@@ -173,13 +175,15 @@ class Trainer:
         config, buffer, agent, device = self.config, self.buffer, self.agent, self.device
         rewards, terminations, truncations = self._staging
         buffer.bootstrap_values.zero_()
+        with torch.inference_mode():
+            policy = self.rollout_policy = RolloutPolicy(agent, config.num_steps_collected, config.num_envs, device)
         for step in range(config.num_steps_collected):
             if self.stop_requested and self.distributed is None:
                 return False
             observations = self.next_observations
             started = time.perf_counter()
             with torch.inference_mode():
-                out = agent.get_action_and_value(observations, with_entropy=False)
+                out = policy(observations, step)
             actions = out.action if self.tensor_env else out.action.cpu().numpy()
             stepped = time.perf_counter()
             (next_observations, rewards[step], terminations[step], truncations[step],
@@ -197,7 +201,7 @@ class Trainer:
             self.next_observations = self._to_tensor(self._finite_observations(next_observations))
             self.timings["inference"] += stepped - started
         with torch.inference_mode():
-            next_values = agent.get_value(self.next_observations)
+            next_values = policy.value(self.next_observations)
         buffer.rewards.copy_(torch.as_tensor(rewards, device=device))
         buffer.terminations.copy_(torch.as_tensor(terminations, device=device))
         buffer.truncations.copy_(torch.as_tensor(truncations, device=device))
@@ -224,7 +228,7 @@ class Trainer:
             final_observations = np.stack(final_observations[bootstrap])
         final_observations = self._to_tensor(self._finite_observations(final_observations))
         with torch.inference_mode():
-            values = self.agent.get_value(final_observations)
+            values = self.rollout_policy.value(final_observations)
         self.buffer.bootstrap_values[step, torch.as_tensor(bootstrap, device=self.device)] = values
 
     def _finite_observations(self, observations: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -276,7 +280,8 @@ class Trainer:
             epoch_kl, epoch_batches = 0.0, 0
             for batch in self.buffer.minibatches(config.num_mini_batches, self.minibatch_generator):
                 losses = self.minibatch_loss(batch)
-                self.optimizer.zero_grad(set_to_none=True)
+                for parameter in self.parameters:  # what optimizer.zero_grad(set_to_none=True) does, cheaper
+                    parameter.grad = None
                 losses.loss.backward()
                 if self.distributed is not None:
                     loss_finite, minibatch_kl = self._average_gradients(losses.loss, losses.approx_kl)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from networks import MLPActorCritic, RunningNormalizer
+from networks import MLPActorCritic, NatureCNNActorCritic, RolloutPolicy, RunningNormalizer
 from networks.heads import LOG_STD_MAX, LOG_STD_MIN, CategoricalHead, GaussianHead
 
 
@@ -83,3 +83,49 @@ def test_categorical_sampling_follows_the_softmax():
     actions, _, _ = head(torch.zeros(200_000, 2))
     frequencies = torch.bincount(actions, minlength=3) / 200_000
     torch.testing.assert_close(frequencies, torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0), atol=5e-3, rtol=0)
+
+
+@pytest.mark.parametrize("action_space, hidden_layers, state_dependent", [
+    (gym.spaces.Discrete(3), 2, False),
+    (gym.spaces.Box(-1.0, 1.0, (2,)), 2, False),
+    (gym.spaces.Box(-1.0, 1.0, (2,)), 3, True),
+    (gym.spaces.Box(-1.0, 1.0, (2,)), 0, False),
+])
+def test_rollout_policy_samples_what_the_agent_evaluates(action_space, hidden_layers, state_dependent):
+    """The fused rollout network gives the agent's own log-probabilities and values, and its samples
+    follow the agent's distribution."""
+    torch.manual_seed(0)
+    agent = MLPActorCritic((5,), action_space, hidden_size=8, num_hidden_layers=hidden_layers,
+                           normalize_observations=True, state_dependent_std=state_dependent)
+    agent.update_normalizer(torch.randn(50, 5) * 3.0 + 1.0)
+    observations = torch.randn(1, 5).expand(20_000, 5)
+    with torch.inference_mode():
+        policy = RolloutPolicy(agent, num_steps=2, num_envs=20_000, device=torch.device("cpu"))
+        sampled = policy(observations, step=1)
+        evaluated = agent.get_action_and_value(observations, sampled.action)
+        torch.testing.assert_close(sampled.log_prob, evaluated.log_prob)
+        torch.testing.assert_close(sampled.value, evaluated.value)
+        torch.testing.assert_close(policy.value(observations[:3]), agent.get_value(observations[:3]))
+        if isinstance(action_space, gym.spaces.Discrete):
+            frequencies = torch.bincount(sampled.action, minlength=3) / 20_000
+            probabilities = agent.get_action_and_value(observations[:3], torch.arange(3)).log_prob.exp()
+            torch.testing.assert_close(frequencies, probabilities, atol=0.015, rtol=0)
+        else:
+            # -2 (log p(a) - log p(mean)) = |(a - mean) / std|^2 is chi-square with d = 2 degrees of freedom
+            # (mean 2, standard error 0.014 over 20,000 samples) exactly when mean and std are the agent's.
+            mean = agent.act(observations[:1])
+            at_mean = agent.get_action_and_value(observations[:1], mean).log_prob
+            torch.testing.assert_close(sampled.action.mean(0), mean[0], atol=0.05, rtol=0)
+            assert abs(float((-2.0 * (sampled.log_prob - at_mean)).mean()) - 2.0) < 0.1
+
+
+def test_rollout_policy_of_a_shared_trunk_matches_the_agent():
+    torch.manual_seed(0)
+    agent = NatureCNNActorCritic((4, 84, 84), gym.spaces.Discrete(6))
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    with torch.inference_mode():
+        policy = RolloutPolicy(agent, num_steps=1, num_envs=3, device=torch.device("cpu"))
+        sampled = policy(frames, step=0)
+        evaluated = agent.get_action_and_value(frames, sampled.action)
+    torch.testing.assert_close(sampled.log_prob, evaluated.log_prob)
+    torch.testing.assert_close(sampled.value, evaluated.value)

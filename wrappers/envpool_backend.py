@@ -305,7 +305,7 @@ def make_envpool_training_env(environment_id: str, num_envs: int, seed: int | No
     exactly as on the gymnasium path.
 
     MuJoCo, inside out: :class:`EnvpoolVectorEnv` -> ``RecordEpisodeStatistics`` (raw returns) ->
-    ``ClipAction``. Rewards stay raw: reward scaling is the trainer's (``ppo.reward_scaling.RewardScaler``,
+    action clipping. Rewards stay raw: reward scaling is the trainer's (``ppo.reward_scaling.RewardScaler``,
     ``--normalize-rewards``), as on the gymnasium path.
     Atari: :class:`EnvpoolVectorEnv` -> ``RecordEpisodeStatistics`` (full-game raw scores) -> for training
     (not ``evaluation``) ``wrappers.atari.LifeLossTermination`` and ``TransformReward(np.sign)``.
