@@ -62,6 +62,8 @@ class PPOConfig:
     gae_gamma: float = _flag(0.99, "discount factor gamma", ("--gamma",))
     gae_lambda: float = _flag(0.95, "GAE lambda (Schulman et al. 2016)")
     clip_coeff: float = _flag(0.2, "PPO clip coefficient epsilon", ("--clip-coef",))
+    anneal_clip: bool = _flag(False, "anneal the clip coefficient linearly to 0 over the run, like the "
+                              "learning rate (RL Zoo's lin_0.2 schedules)")
     clip_value_loss: bool = _flag(True, "clip the value update to +-clip coefficient around the old values",
                                   ("--clip-vloss",))
     ent_loss_coeff: float = _flag(0.0, "entropy bonus coefficient", ("--ent-coef",))

@@ -20,7 +20,7 @@ class LossOutput(NamedTuple):
 
 def ppo_loss(new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor,
              new_values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, entropy: torch.Tensor,
-             clip_coeff: float, ent_loss_coeff: float, value_loss_coeff: float,
+             clip_coeff: float | torch.Tensor, ent_loss_coeff: float, value_loss_coeff: float,
              clip_value_loss: bool = True, normalize_advantages: bool = True) -> LossOutput:
     """Clipped surrogate, value and entropy losses of PPO (Schulman et al. 2017, eq. 7 and eq. 9).
 
@@ -32,7 +32,7 @@ def ppo_loss(new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantage
     Args:
         new_log_probs, old_log_probs, advantages, new_values, old_values, returns, entropy: ``[M]`` each,
             for a minibatch of ``M`` transitions.
-        clip_coeff: epsilon, > 0.
+        clip_coeff: epsilon, > 0 (a float or a 0-d tensor).
         ent_loss_coeff, value_loss_coeff: loss weights, >= 0.
         clip_value_loss: clip the value update around ``old_values``.
         normalize_advantages: standardise ``advantages`` within the minibatch (needs ``M >= 2``).

@@ -98,6 +98,8 @@ class Trainer:
                                     self.observation_dtype, tuple(action_space.shape),
                                     torch.int64 if discrete else torch.float32, device)
         self.minibatch_generator = torch.Generator().manual_seed(self.seed)
+        # A tensor, so that an annealed value reaches a compiled loss without recompiling it.
+        self.clip_coeff = torch.tensor(config.clip_coeff, device=device)
         self.reward_scaler = (RewardScaler(config.num_envs, config.gae_gamma, config.reward_clip, device)
                               if config.normalize_rewards else None)
         # With --compile, torch.compile traces the loss once (minibatches all have the same shape) and
@@ -318,7 +320,7 @@ class Trainer:
         config = self.config
         out = self.agent.get_action_and_value(batch.observations, batch.actions)
         return ppo_loss(out.log_prob, batch.log_probs, batch.advantages, out.value, batch.values, batch.returns,
-                        out.entropy, config.clip_coeff, config.ent_loss_coeff, config.value_loss_coeff,
+                        out.entropy, self.clip_coeff, config.ent_loss_coeff, config.value_loss_coeff,
                         config.clip_value_loss, config.normalize_advantages)
 
     def _average_gradients(self, loss: torch.Tensor, approx_kl: torch.Tensor) -> tuple[bool, float]:
@@ -353,10 +355,11 @@ class Trainer:
         num_iterations = config.num_iterations
         while self.iteration < num_iterations and not self._stop_agreed():
             iteration = self.iteration + 1
+            fraction = 1.0 - (iteration - 1.0) / num_iterations
             if config.anneal_lr:
-                fraction = 1.0 - (iteration - 1.0) / num_iterations
                 for group, base in zip(self.optimizer.param_groups, self.base_learning_rates):
                     group["lr"] = fraction * base
+            self.clip_coeff.fill_(fraction * config.clip_coeff if config.anneal_clip else config.clip_coeff)
             self.fault_reason = ""
             self.resume_point = self._capture_resume_point()
             if not self.collect_rollout():

@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers import vector as vector_wrappers
 
@@ -25,6 +26,8 @@ NAMESPACE_PACKAGES = {"ALE": "ale_py", "dm_control": "shimmy"}
 # when dm_control imports), and the pip line that brings it all.
 NAMESPACE_REQUIREMENTS = {"dm_control": (("shimmy", "dm_control"), '"shimmy[dm-control]"')}
 ATARI_NAMESPACE = "ALE"
+# CartPole-v0/-v1 in sync mode run as SameStepCartPoleVectorEnv (numpy-vectorized) instead of SyncVectorEnv.
+CARTPOLE_VECTOR_ENTRY_POINT = "gymnasium.envs.classic_control.cartpole:CartPoleVectorEnv"
 
 
 def register_namespace(environment_id: str) -> None:
@@ -151,6 +154,35 @@ class DiscardInfo(gym.Wrapper):
         return observation, reward, terminated, truncated, {}
 
 
+class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
+    """gymnasium's numpy-vectorized CartPole (``CartPoleVectorEnv``, the ``vector_entry_point`` of
+    ``CartPole-v0``/``-v1``: every env stepped by one set of array operations) with SAME_STEP autoreset.
+
+    gymnasium's class resets a finished env at the start of the next step (NEXT_STEP, with a dummy
+    transition); here it is reset at the end of the step that finished it, with the same draw from the same
+    generator (``uniform(low, high)`` per state variable), and the observation it ended on goes into
+    ``infos["final_obs"]`` (mask ``infos["_final_obs"]``), as ``SyncVectorEnv`` does in SAME_STEP mode.
+    Dynamics, rewards, termination and the time limit are gymnasium's. About a fifth of the time of
+    ``SyncVectorEnv`` over four ``CartPoleEnv``.
+    """
+
+    metadata = {**CartPoleVectorEnv.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        observations, rewards, terminations, truncations, infos = super().step(actions)
+        dones = self.prev_done  # terminations | truncations of this step
+        if dones.any():
+            final_observations = np.full(self.num_envs, None, dtype=object)
+            for index in np.flatnonzero(dones):
+                final_observations[index] = observations[index]
+            infos = {**infos, "final_obs": final_observations, "_final_obs": dones.copy()}
+            self.state[:, dones] = self.np_random.uniform(low=self.low, high=self.high, size=(4, dones.sum()))
+            self.steps[dones] = 0
+            self.prev_done = np.zeros_like(dones)  # already reset: the next step must not reset them again
+            observations = self.state.T.astype(np.float32)
+        return observations, rewards, terminations, truncations, infos
+
+
 def make_vector_env(environment_id: str, num_envs: int, vectorization_mode: str = "sync",
                     render_mode: str | None = None, keep_env_infos: bool = False,
                     **env_kwargs: Any) -> VectorEnv:
@@ -163,7 +195,9 @@ def make_vector_env(environment_id: str, num_envs: int, vectorization_mode: str 
     Args:
         environment_id: a registered gymnasium id.
         num_envs: number of copies, >= 1.
-        vectorization_mode: ``"sync"`` or ``"async"``.
+        vectorization_mode: ``"sync"`` or ``"async"``. ``"sync"`` CartPole-v0/-v1 without a render mode
+            or env kwargs is a :class:`SameStepCartPoleVectorEnv` (one generator for all envs, seeded by
+            ``reset(seed=...)``), every other id a ``SyncVectorEnv`` (env ``i`` seeded ``seed + i``).
         render_mode: passed to each env, e.g. ``"rgb_array"`` for videos.
         keep_env_infos: pass each env's own per-step info through (batched by the vector env).
 
@@ -171,6 +205,12 @@ def make_vector_env(environment_id: str, num_envs: int, vectorization_mode: str 
         EnvironmentProblem: the env cannot be built.
     """
     info = describe_environment(environment_id)
+    spec = gym.spec(environment_id)
+    if (vectorization_mode == "sync" and render_mode is None and not env_kwargs
+            and spec.vector_entry_point == CARTPOLE_VECTOR_ENTRY_POINT):
+        envs = SameStepCartPoleVectorEnv(num_envs, max_episode_steps=spec.max_episode_steps, **spec.kwargs)
+        envs.spec = spec
+        return add_statistics_and_action_clipping(envs)
     env_wrappers = [gym.wrappers.FlattenObservation] if info.flatten_observations else []
     if not keep_env_infos:
         env_wrappers.append(DiscardInfo)
@@ -330,18 +370,23 @@ def _load_single_env_state(env: gym.Env, state: dict[str, Any]) -> None:
 def vector_env_state(envs: VectorEnv) -> dict[str, Any]:
     """Everything of ``envs`` a checkpoint keeps, as plain data.
 
-    ``episodes``: the running episode
-    returns and lengths of ``RecordEpisodeStatistics``. ``envs``: per-env simulator states for a sync
-    vector env whose every env can be captured (classic control, MuJoCo, DM Control suite), else None: those envs start
-    new episodes on resume (Box2D, Atari, async vector envs).
+    ``episodes``: the running episode returns and lengths of ``RecordEpisodeStatistics``. ``envs``:
+    per-env simulator states for a sync vector env whose every env can be captured (classic control,
+    MuJoCo, DM Control suite), else None: those envs start new episodes on resume (Box2D, Atari, async
+    vector envs). ``cartpole``: the states, step counts and generator of a
+    :class:`SameStepCartPoleVectorEnv`, else None.
     """
     statistics = find_wrapper(envs, vector_wrappers.RecordEpisodeStatistics)
     sync = find_wrapper(envs, gym.vector.SyncVectorEnv)
     singles = [_single_env_state(env) for env in sync.envs] if sync is not None else [None]
+    cartpole = find_wrapper(envs, SameStepCartPoleVectorEnv)
     return {
         "episodes": None if statistics is None else {
             "returns": statistics.episode_returns.tolist(), "lengths": statistics.episode_lengths.tolist()},
         "envs": singles if all(state is not None for state in singles) else None,
+        "cartpole": None if cartpole is None else {
+            "state": cartpole.state.tolist(), "steps": cartpole.steps.tolist(),
+            "np_random": cartpole.np_random.bit_generator.state},
     }
 
 
@@ -356,10 +401,16 @@ def load_vector_env_state(envs: VectorEnv, state: dict[str, Any] | None) -> bool
         return False
     sync = find_wrapper(envs, gym.vector.SyncVectorEnv)
     singles = state.get("envs")
-    if sync is None or singles is None or len(singles) != len(sync.envs):
+    cartpole, cartpole_state = find_wrapper(envs, SameStepCartPoleVectorEnv), state.get("cartpole")
+    if cartpole is not None and cartpole_state and len(cartpole_state["steps"]) == cartpole.num_envs:
+        cartpole.state = np.asarray(cartpole_state["state"], dtype=np.float64)
+        cartpole.steps = np.asarray(cartpole_state["steps"], dtype=np.int32)
+        cartpole.np_random.bit_generator.state = cartpole_state["np_random"]
+    elif sync is not None and singles is not None and len(singles) == len(sync.envs):
+        for env, single in zip(sync.envs, singles):
+            _load_single_env_state(env, single)
+    else:
         return False
-    for env, single in zip(sync.envs, singles):
-        _load_single_env_state(env, single)
     statistics = find_wrapper(envs, vector_wrappers.RecordEpisodeStatistics)
     if statistics is not None and state.get("episodes"):
         statistics.episode_returns[:] = state["episodes"]["returns"]
