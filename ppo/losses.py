@@ -55,7 +55,9 @@ def ppo_loss(new_log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantage
     value_loss = 0.5 * value_error.mean()
 
     entropy_mean = entropy.mean()
-    loss = policy_loss + value_loss_coeff * value_loss - ent_loss_coeff * entropy_mean
+    loss = policy_loss + value_loss_coeff * value_loss
+    if ent_loss_coeff != 0.0:  # without a bonus the backward pass need not go through the entropy
+        loss = loss - ent_loss_coeff * entropy_mean
     with torch.no_grad():
         # k3 estimator of KL, http://joschu.net/blog/kl-approx.html
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
