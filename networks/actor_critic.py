@@ -187,11 +187,11 @@ class MLPActorCritic(ActorCritic):
             stack = torch.cat if index == 0 else lambda pair: torch.block_diag(*pair)
             layers.append((stack((actor_layer.weight, critic_layer.weight)),
                            torch.cat((actor_layer.bias, critic_layer.bias))))
-        head_layers = [*self.action_head.output_layers(), self.value_head]
-        head_weight = torch.cat([layer.weight for layer in head_layers[:-1]])
+        head_layers = self.action_head.output_layers()
+        head_weight = torch.cat([layer.weight for layer in head_layers])
         output_weight = (torch.block_diag(head_weight, self.value_head.weight) if layers
-                         else torch.cat((head_weight, self.value_head.weight)))
-        output_bias = torch.cat([layer.bias for layer in head_layers])
+                         else torch.cat((head_weight, self.value_head.weight)))  # no hidden layer: both read x
+        output_bias = torch.cat([*(layer.bias for layer in head_layers), self.value_head.bias])
         activation = self.activation
 
         def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
