@@ -184,9 +184,10 @@ class MLPActorCritic(ActorCritic):
         actor_layers, critic_layers = list(self.actor)[::2], list(self.critic)[::2]
         layers = []
         for index, (actor_layer, critic_layer) in enumerate(zip(actor_layers, critic_layers)):
-            stack = torch.cat if index == 0 else lambda pair: torch.block_diag(*pair)
-            layers.append((stack((actor_layer.weight, critic_layer.weight)),
-                           torch.cat((actor_layer.bias, critic_layer.bias))))
+            weights = (actor_layer.weight, critic_layer.weight)
+            # both first layers read the same input: stacked; later ones read their own half: block-diagonal
+            weight = torch.cat(weights) if index == 0 else torch.block_diag(*weights)
+            layers.append((weight, torch.cat((actor_layer.bias, critic_layer.bias))))
         head_layers = self.action_head.output_layers()
         head_weight = torch.cat([layer.weight for layer in head_layers])
         output_weight = (torch.block_diag(head_weight, self.value_head.weight) if layers
@@ -202,8 +203,6 @@ class MLPActorCritic(ActorCritic):
             return outputs[:, :-1], outputs[:, -1]
 
         return run
-
-
 
 
 class RolloutPolicy:

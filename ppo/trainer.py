@@ -120,7 +120,6 @@ class Trainer:
         self.global_step = 0
         self.wall_time_offset = 0.0
         self.next_observations: torch.Tensor | None = None
-        self.rollout_policy: RolloutPolicy | None = None  # the policy of the rollout in progress
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.recent_lengths: deque[int] = deque(maxlen=20)
         self.iteration_episodes: list[tuple[int, float, float, int]] = []
@@ -178,7 +177,7 @@ class Trainer:
         rewards, terminations, truncations = self._staging
         buffer.bootstrap_values.zero_()
         with torch.inference_mode():
-            policy = self.rollout_policy = RolloutPolicy(agent, config.num_steps_collected, config.num_envs, device)
+            policy = RolloutPolicy(agent, config.num_steps_collected, config.num_envs, device)
         for step in range(config.num_steps_collected):
             if self.stop_requested and self.distributed is None:
                 return False
@@ -193,7 +192,7 @@ class Trainer:
             self.timings["env"] += time.perf_counter() - stepped
             bootstrap = truncations[step] & ~terminations[step]
             if bootstrap.any():
-                self._bootstrap_values(step, bootstrap, infos["final_obs"])
+                self._bootstrap_values(policy, step, bootstrap, infos["final_obs"])
             buffer.observations[step] = observations
             buffer.actions[step] = out.action
             buffer.log_probs[step] = out.log_prob
@@ -220,7 +219,7 @@ class Trainer:
                                                         next_values, config.gae_gamma, config.gae_lambda)
         return True
 
-    def _bootstrap_values(self, step: int, bootstrap: np.ndarray | torch.Tensor,
+    def _bootstrap_values(self, policy: RolloutPolicy, step: int, bootstrap: np.ndarray | torch.Tensor,
                           final_observations: np.ndarray | torch.Tensor) -> None:
         """Store ``V(final observation)`` of the envs truncated at ``step`` (``bootstrap`` ``[N]`` bool);
         ``final_observations`` is gymnasium's object array of per-env observations or an ``[N, ...]`` tensor."""
@@ -230,7 +229,7 @@ class Trainer:
             final_observations = np.stack(final_observations[bootstrap])
         final_observations = self._to_tensor(self._finite_observations(final_observations))
         with torch.inference_mode():
-            values = self.rollout_policy.value(final_observations)
+            values = policy.value(final_observations)
         self.buffer.bootstrap_values[step, torch.as_tensor(bootstrap, device=self.device)] = values
 
     def _finite_observations(self, observations: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

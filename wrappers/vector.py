@@ -162,8 +162,8 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
     transition); here it is reset at the end of the step that finished it, with the same draw from the same
     generator (``uniform(low, high)`` per state variable), and the observation it ended on goes into
     ``infos["final_obs"]`` (mask ``infos["_final_obs"]``), as ``SyncVectorEnv`` does in SAME_STEP mode.
-    Dynamics, rewards, termination and the time limit are gymnasium's. About a fifth of the time of
-    ``SyncVectorEnv`` over four ``CartPoleEnv``.
+    Dynamics, rewards, termination and the time limit are gymnasium's. A step of four envs took about a
+    third of the time of ``SyncVectorEnv`` over four ``CartPoleEnv`` (122 against 346 us).
     """
 
     metadata = {**CartPoleVectorEnv.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -229,8 +229,8 @@ def add_statistics_and_action_clipping(envs: VectorEnv) -> VectorEnv:
     to the action bounds: the wrappers every vector-observation backend puts on its envs.
 
     The clipping is gymnasium's vector ``TransformAction`` with one ``np.clip`` of the whole ``[N, d]``
-    batch; it does what ``vector.ClipAction`` does, which clips env by env and deep-copies the batch (a
-    fifth of the time of a Hopper step). The wrapper's action space is unbounded, like ``ClipAction``'s.
+    batch; it does what ``vector.ClipAction`` does, which clips env by env and deep-copies the batch (about
+    55 us of a 376 us Hopper step under a profiler). The wrapper's action space is unbounded, like ``ClipAction``'s.
     """
     envs = vector_wrappers.RecordEpisodeStatistics(envs)
     space = envs.single_action_space
