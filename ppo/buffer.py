@@ -49,16 +49,19 @@ class RolloutBuffer:
         """``[T, B]`` 1.0 where an episode ended (terminated or truncated) at that step."""
         return torch.maximum(self.terminations, self.truncations)
 
-    def minibatches(self, num_mini_batches: int, generator: torch.Generator | None = None
-                    ) -> Iterator[Minibatch]:
+    def minibatches(self, num_mini_batches: int, generator: torch.Generator | None = None,
+                    observations: torch.Tensor | None = None) -> Iterator[Minibatch]:
         """Yield ``num_mini_batches`` minibatches that together hold every transition exactly once.
 
         The order is a fresh random permutation each call (``torch.randperm`` on the CPU generator).
-        ``num_mini_batches`` must divide ``num_steps * num_envs``.
+        ``num_mini_batches`` must divide ``num_steps * num_envs``. ``observations`` (``[T * B, ...]``, e.g.
+        the stored ones already normalized) are handed out in place of the stored observations.
         """
         batch_size = self.num_steps * self.num_envs
         minibatch_size = batch_size // num_mini_batches
-        flat = Minibatch(self.observations.flatten(0, 1), self.actions.flatten(0, 1),
+        if observations is None:
+            observations = self.observations.flatten(0, 1)
+        flat = Minibatch(observations, self.actions.flatten(0, 1),
                          self.log_probs.flatten(), self.values.flatten(), self.advantages.flatten(),
                          self.returns.flatten())
         permutation = torch.randperm(batch_size, generator=generator).to(self.values.device)

@@ -95,6 +95,10 @@ class PPOConfig:
     compile: bool = _flag(False, "compile the minibatch loss and its gradient with torch.compile (the same "
                           "arithmetic in fused kernels; the first update pays tens of seconds of compilation, "
                           "cached on disk for later runs)", group="System")
+    manual_gradient: bool = _flag(True, "MLP networks: compute the loss's gradient with the hand-written "
+                                  "backward pass of ppo/mlp_gradient.py (the values autograd computes, in a "
+                                  "fraction of its operations); --no-manual-gradient uses autograd",
+                                  group="System")
     output_dir: str = _flag("runs", "parent directory of run directories", group="System")
     run_name: str | None = _flag(None, "name of this run's directory (default: ENV__SEED__TIME)",
                                  group="System")

@@ -20,8 +20,10 @@ from ppo.checkpoint import save_checkpoint
 from ppo.config import PPOConfig
 from ppo.distributed import DistributedContext
 from ppo.errors import NumericalError
+from ppo.flat_parameters import clip_gradient_norm, flat_optimizer_state, flatten_parameters
 from ppo.gae import compute_gae
 from ppo.losses import LossOutput, explained_variance, ppo_loss
+from ppo.mlp_gradient import MLPLossGradient, unsupported_reason
 from ppo.recorder import RunRecorder
 from ppo.reward_scaling import RewardScaler
 
@@ -80,15 +82,17 @@ class Trainer:
         policy_parameters, value_parameters = agent.parameter_groups()
         value_lr = config.value_learning_rate or config.learning_rate
         if value_lr == config.learning_rate:
-            # One group, one fused kernel call per step (a group per learning rate otherwise).
-            groups = [{"params": policy_parameters + value_parameters, "lr": config.learning_rate}]
+            parameter_groups = [(policy_parameters + value_parameters, config.learning_rate)]
         else:
-            groups = [{"params": policy_parameters, "lr": config.learning_rate},
-                      {"params": value_parameters, "lr": value_lr}]
-        self.base_learning_rates = [group["lr"] for group in groups]
-        # The fused Adam kernel does the same arithmetic as the loop in one call per step.
-        self.optimizer = torch.optim.Adam(groups, eps=1e-5, fused=True)
-        self.parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+            parameter_groups = [(policy_parameters, config.learning_rate), (value_parameters, value_lr)]
+        # One flat tensor per learning rate holds the weights and one their gradients (the network's
+        # parameters are views of them): the gradient clip and the fused Adam step each cost a few
+        # operations, not a few per layer.
+        self.parameters = [flatten_parameters(parameters) for parameters, _ in parameter_groups]
+        self.parameter_sizes = [[p.numel() for p in parameters] for parameters, _ in parameter_groups]
+        self.base_learning_rates = [lr for _, lr in parameter_groups]
+        self.optimizer = torch.optim.Adam([{"params": [flat], "lr": lr} for flat, lr in
+                                           zip(self.parameters, self.base_learning_rates)], eps=1e-5, fused=True)
 
         observation_space = envs.single_observation_space
         action_space = envs.single_action_space
@@ -100,12 +104,19 @@ class Trainer:
         self.minibatch_generator = torch.Generator().manual_seed(self.seed)
         # A tensor, so that an annealed value reaches a compiled loss without recompiling it.
         self.clip_coeff = torch.tensor(config.clip_coeff, device=device)
+        self.clip_coeff_value = config.clip_coeff  # the same, as a float, for the hand-written gradient
         self.reward_scaler = (RewardScaler(config.num_envs, config.gae_gamma, config.reward_clip, device)
                               if config.normalize_rewards else None)
         # With --compile, torch.compile traces the loss once (minibatches all have the same shape) and
         # generates fused kernels for it and for its backward pass; the optimizer step stays the fused Adam.
         self.minibatch_loss: Callable[[Minibatch], LossOutput] = (
             torch.compile(self._minibatch_loss, dynamic=False) if config.compile else self._minibatch_loss)
+        # The MLP's loss and gradient written out (ppo/mlp_gradient.py): the same values in a fraction of
+        # autograd's operations. Other networks, --compile and --no-manual-gradient use autograd.
+        self.manual_gradient = None
+        if config.manual_gradient and not config.compile and unsupported_reason(agent) is None:
+            self.manual_gradient = MLPLossGradient(agent, config.ent_loss_coeff, config.value_loss_coeff,
+                                                   config.clip_value_loss, config.normalize_advantages)
         # Envs that step on torch tensors (the Brax backend) take the actions where the agent made them and
         # return tensors on the device; the rollout stages their rewards and ends there too.
         self.tensor_env = bool(getattr(envs, "accepts_tensors", False))
@@ -277,20 +288,30 @@ class Trainer:
         config = self.config
         totals = torch.zeros(6, device=self.device)
         count, skipped = 0, 0
+        inputs = None
+        if self.manual_gradient is not None:
+            # The normalizer's statistics are fixed during the update: normalize the rollout once.
+            with torch.no_grad():
+                inputs = self.agent.preprocess(self.buffer.observations.flatten(0, 1))
         for _epoch in range(config.num_epochs):
             epoch_kl, epoch_batches = 0.0, 0
-            for batch in self.buffer.minibatches(config.num_mini_batches, self.minibatch_generator):
-                losses = self.minibatch_loss(batch)
-                for parameter in self.parameters:  # what optimizer.zero_grad(set_to_none=True) does, cheaper
-                    parameter.grad = None
-                losses.loss.backward()
+            for batch in self.buffer.minibatches(config.num_mini_batches, self.minibatch_generator, inputs):
+                if self.manual_gradient is not None:  # writes the gradient itself
+                    losses = self.manual_gradient(batch.observations, batch.actions, batch.log_probs,
+                                                  batch.values, batch.advantages, batch.returns,
+                                                  self.clip_coeff_value)
+                else:
+                    losses = self.minibatch_loss(batch)
+                    for flat in self.parameters:
+                        flat.grad.zero_()
+                    losses.loss.backward()
                 if self.distributed is not None:
                     loss_finite, minibatch_kl = self._average_gradients(losses.loss, losses.approx_kl)
-                    grad_norm = nn.utils.clip_grad_norm_(self.parameters, config.max_gradient)
+                    grad_norm = clip_gradient_norm(self.parameters, config.max_gradient)
                     finite = loss_finite and bool(torch.isfinite(grad_norm))
                 else:
                     minibatch_kl = losses.approx_kl
-                    grad_norm = nn.utils.clip_grad_norm_(self.parameters, config.max_gradient)
+                    grad_norm = clip_gradient_norm(self.parameters, config.max_gradient)
                     # The sum is finite exactly when both are (one check, one wait for the value).
                     finite = bool(torch.isfinite(losses.loss.detach() + grad_norm))
                 if not finite:
@@ -358,7 +379,8 @@ class Trainer:
             if config.anneal_lr:
                 for group, base in zip(self.optimizer.param_groups, self.base_learning_rates):
                     group["lr"] = fraction * base
-            self.clip_coeff.fill_(fraction * config.clip_coeff if config.anneal_clip else config.clip_coeff)
+            self.clip_coeff_value = fraction * config.clip_coeff if config.anneal_clip else config.clip_coeff
+            self.clip_coeff.fill_(self.clip_coeff_value)
             self.fault_reason = ""
             self.resume_point = self._capture_resume_point()
             if not self.collect_rollout():
@@ -487,7 +509,7 @@ class Trainer:
         scaler's statistics in distributed runs, so every rank starts new episodes).
         """
         self.agent.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(flat_optimizer_state(state["optimizer"], self.parameter_sizes))
         self.iteration = int(state["iteration"])
         self.global_step = int(state["global_step"])
         self.wall_time_offset = float(state["wall_time_s"])
