@@ -62,12 +62,15 @@ def make_envs(config: PPOConfig, num_envs: int, evaluation: bool = False, render
 def make_agent(config: PPOConfig, info):
     """The MLP actor-critic for ``info``'s spaces."""
     from networks import MLPActorCritic
-    return MLPActorCritic(info.observation_space.shape, info.action_space, hidden_size=config.hidden_size,
-                          num_hidden_layers=config.num_hidden_layers, activation=config.activation,
-                          normalize_observations=config.normalize_observations,
-                          observation_clip=config.observation_clip,
-                          state_dependent_std=config.std_mode == "state-dependent",
-                          init_log_std=config.init_log_std)
+    agent = MLPActorCritic(info.observation_space.shape, info.action_space, hidden_size=config.hidden_size,
+                           num_hidden_layers=config.num_hidden_layers, activation=config.activation,
+                           normalize_observations=config.normalize_observations,
+                           observation_clip=config.observation_clip,
+                           state_dependent_std=config.std_mode == "state-dependent",
+                           init_log_std=config.init_log_std)
+    if not config.orthogonal_init:
+        agent.use_default_initialisation()
+    return agent
 
 
 def make_render_env(config: PPOConfig):

@@ -62,7 +62,10 @@ def make_envs(config: PPOConfig, num_envs: int, evaluation: bool = False, render
 def make_agent(config: PPOConfig, info):
     """The Nature CNN actor-critic for ``info``'s ``(4, 84, 84)`` frames and Discrete actions."""
     from networks import NatureCNNActorCritic
-    return NatureCNNActorCritic(info.observation_space.shape, info.action_space)
+    agent = NatureCNNActorCritic(info.observation_space.shape, info.action_space)
+    if not config.orthogonal_init:
+        agent.use_default_initialisation()
+    return agent
 
 
 def make_render_env(config: PPOConfig):

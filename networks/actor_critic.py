@@ -109,6 +109,15 @@ class ActorCritic(nn.Module):
 
         return run
 
+    def use_default_initialisation(self) -> None:
+        """Re-initialise every linear and convolutional layer with PyTorch's default (Kaiming-uniform)
+        initialisation instead of the orthogonal one, as SB3 / RL Zoo do with ``ortho_init=False``. The
+        log-std and a state-dependent std layer keep their initial values."""
+        std_layer = getattr(self.action_head, "std", None)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)) and module is not std_layer:
+                module.reset_parameters()
+
     def update_normalizer(self, observations: torch.Tensor) -> None:
         """Merge a batch ``[N, *obs_shape]`` into the observation statistics (no-op without a normalizer)."""
         if self.normalizer is not None:
@@ -225,11 +234,19 @@ class RolloutPolicy:
         self.agent = agent
         self.network = agent.rollout_network()
         self.noise = agent.action_head.draw_noise((num_steps, num_envs), device)
+        # A Gaussian with a state-independent std: the log-probabilities of the whole rollout's samples
+        # depend on the noise only, so they are computed here at once and a step is one addcmul.
+        fixed = (agent.action_head.fixed_std_log_probs(self.noise)
+                 if isinstance(agent.action_head, GaussianHead) else None)
+        self.std, self.log_probs = fixed if fixed is not None else (None, None)
 
     def __call__(self, observations: torch.Tensor, step: int) -> ActionAndValue:
         """Sample actions for observations ``[num_envs, *obs_shape]`` at rollout step ``step``; entropy
         is None."""
         outputs, values = self.network(self.agent.preprocess(observations))
+        if self.std is not None:
+            return ActionAndValue(torch.addcmul(outputs, self.std, self.noise[step]), self.log_probs[step], None,
+                                  values)
         action, log_prob, _ = self.agent.action_head.sample(outputs, self.noise[step])
         return ActionAndValue(action, log_prob, None, values)
 

@@ -96,6 +96,17 @@ class GaussianHead(nn.Module):
         """Standard normal noise ``z`` of shape ``[*size, d]``; a sample is ``mean + std * z``."""
         return torch.randn((*size, self.mean.out_features), device=device)
 
+    def fixed_std_log_probs(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """With a state-independent std: ``(std [d], log_probs [...])``, where ``log_probs`` are those of the
+        samples ``mean + std * noise`` for noise ``[..., d]`` from :meth:`draw_noise`, whatever the mean (the
+        same arithmetic as :meth:`sample`, done once for a whole rollout's noise). None with a
+        state-dependent std."""
+        if self.state_dependent:
+            return None
+        log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        log_probs = (-0.5 * noise.square() - log_std).sum(-1) - _HALF_LOG_2PI * noise.shape[-1]
+        return log_std.exp(), log_probs
+
     def forward(self, features: torch.Tensor, action: torch.Tensor | None = None, deterministic: bool = False,
                 with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Returns ``(action [N, d], log_prob [N], entropy [N] or None without with_entropy)``; samples when

@@ -84,6 +84,9 @@ class PPOConfig:
                           "(state-independent) or a softplus std head (state-dependent)",
                           choices=("state-independent", "state-dependent"), group="Network")
     init_log_std: float = _flag(0.0, "initial log standard deviation of Gaussian policies", group="Network")
+    orthogonal_init: bool = _flag(True, "orthogonal initial weights (gain sqrt(2) hidden, 0.01 policy output, 1 "
+                                  "value; Engstrom et al. 2020); --no-orthogonal-init keeps PyTorch's default "
+                                  "initialisation, as RL Zoo's ortho_init=False", group="Network")
     # System
     seed: int = _flag(1, "random seed of torch, numpy and the environments", group="System")
     deterministic_torch: bool = _flag(False, "use deterministic torch algorithms", ("--torch-deterministic",),

@@ -159,10 +159,16 @@ class Trainer:
     def reset_envs(self, seed: int) -> None:
         """Start new episodes in every env (env ``i`` seeded with ``seed + i``); RNGs of torch are untouched."""
         observations, _ = self.envs.reset(seed=seed)
-        self.next_observations = self._to_tensor(observations)
+        self.next_observations = self._to_tensor(observations, copy=True)
 
-    def _to_tensor(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(observations, dtype=self.observation_dtype, device=self.device)
+    def _to_tensor(self, observations: np.ndarray | torch.Tensor, copy: bool = False) -> torch.Tensor:
+        """Observations as a tensor on the learner's device; with ``copy``, never sharing memory with the
+        env's array or tensor (which an env may overwrite at its next step)."""
+        if not copy:
+            return torch.as_tensor(observations, dtype=self.observation_dtype, device=self.device)
+        if isinstance(observations, torch.Tensor):
+            return observations.to(self.device, self.observation_dtype, copy=True)
+        return torch.tensor(observations, dtype=self.observation_dtype, device=self.device)
 
     def wall_time(self) -> float:
         """Seconds of training so far, across resumes."""
@@ -187,33 +193,37 @@ class Trainer:
         config, buffer, agent, device = self.config, self.buffer, self.agent, self.device
         rewards, terminations, truncations = self._staging
         buffer.bootstrap_values.zero_()
+        # The policy's outputs are gathered per step and go to the buffer in one copy per rollout.
+        observations_list, actions_list, log_probs_list, values_list = [], [], [], []
         with torch.inference_mode():
             policy = RolloutPolicy(agent, config.num_steps_collected, config.num_envs, device)
-        for step in range(config.num_steps_collected):
-            if self.stop_requested and self.distributed is None:
-                return False
-            observations = self.next_observations
-            started = time.perf_counter()
-            with torch.inference_mode():
+            for step in range(config.num_steps_collected):
+                if self.stop_requested and self.distributed is None:
+                    return False
+                observations = self.next_observations
+                started = time.perf_counter()
                 out = policy(observations, step)
-            actions = out.action if self.tensor_env else out.action.cpu().numpy()
-            stepped = time.perf_counter()
-            (next_observations, rewards[step], terminations[step], truncations[step],
-             infos) = self.envs.step(actions)
-            self.timings["env"] += time.perf_counter() - stepped
-            bootstrap = truncations[step] & ~terminations[step]
-            if bootstrap.any():
-                self._bootstrap_values(policy, step, bootstrap, infos["final_obs"])
-            buffer.observations[step] = observations
-            buffer.actions[step] = out.action
-            buffer.log_probs[step] = out.log_prob
-            buffer.values[step] = out.value
-            self.global_step += config.num_envs
-            self._record_episodes(infos)
-            self.next_observations = self._to_tensor(self._finite_observations(next_observations))
-            self.timings["inference"] += stepped - started
-        with torch.inference_mode():
+                actions = out.action if self.tensor_env else out.action.cpu().numpy()
+                stepped = time.perf_counter()
+                (next_observations, rewards[step], terminations[step], truncations[step],
+                 infos) = self.envs.step(actions)
+                self.timings["env"] += time.perf_counter() - stepped
+                bootstrap = truncations[step] & ~terminations[step]
+                if bootstrap.any():
+                    self._bootstrap_values(policy, step, bootstrap, infos["final_obs"])
+                observations_list.append(observations)
+                actions_list.append(out.action)
+                log_probs_list.append(out.log_prob)
+                values_list.append(out.value)
+                self.global_step += config.num_envs
+                self._record_episodes(infos)
+                # a copy: the list keeps it until the end of the rollout, and an env may reuse its array
+                self.next_observations = self._to_tensor(self._finite_observations(next_observations), copy=True)
+                self.timings["inference"] += stepped - started
             next_values = policy.value(self.next_observations)
+        for target, items in ((buffer.observations, observations_list), (buffer.actions, actions_list),
+                              (buffer.log_probs, log_probs_list), (buffer.values, values_list)):
+            torch.stack(items, out=target)
         buffer.rewards.copy_(torch.as_tensor(rewards, device=device))
         buffer.terminations.copy_(torch.as_tensor(terminations, device=device))
         buffer.truncations.copy_(torch.as_tensor(truncations, device=device))

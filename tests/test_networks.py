@@ -129,3 +129,17 @@ def test_rollout_policy_of_a_shared_trunk_matches_the_agent():
         evaluated = agent.get_action_and_value(frames, sampled.action)
     torch.testing.assert_close(sampled.log_prob, evaluated.log_prob)
     torch.testing.assert_close(sampled.value, evaluated.value)
+
+
+def test_default_initialisation_replaces_the_orthogonal_one():
+    """``--no-orthogonal-init``: PyTorch's uniform(+-1/sqrt(fan_in)) weights instead of the orthogonal
+    ones, whose policy output layer (gain 0.01) is two orders of magnitude smaller; the log-std is kept."""
+    torch.manual_seed(0)
+    agent = MLPActorCritic((5,), gym.spaces.Box(-1.0, 1.0, (2,)), hidden_size=64, init_log_std=-2.0)
+    assert agent.action_head.mean.weight.abs().max() < 0.02
+    agent.use_default_initialisation()
+    bound = 1.0 / 64 ** 0.5
+    for layer in (agent.action_head.mean, agent.value_head, agent.actor[2]):
+        assert 0.5 * bound < layer.weight.abs().max() <= bound
+        assert layer.bias.abs().max() > 0  # the orthogonal initialisation's biases are zero
+    assert torch.equal(agent.action_head.log_std, torch.full((2,), -2.0))
