@@ -203,17 +203,24 @@ def _record_run_videos(entry: EntryPoint, config: PPOConfig, agent: torch.nn.Mod
     print(f"Video ({stage} training, return {returns}): {', '.join(str(path) for path in paths)}")
 
 
-def _learning_curve_writer(run_dir: Path) -> Callable[[Path], None]:
-    """A :attr:`Trainer.on_checkpoint` hook that redraws ``learning_curve.png`` when episodes.csv changed."""
+def _learning_curve_writer(run_dir: Path, finished: Callable[[], bool],
+                           min_interval_s: float = 60.0) -> Callable[[Path], None]:
+    """A :attr:`Trainer.on_checkpoint` hook that redraws ``learning_curve.png`` when episodes.csv changed:
+    during training at most once per ``min_interval_s`` seconds (a plot costs tenths of a second, which
+    short runs would feel), and always once ``finished()`` (the run ended or was interrupted)."""
     last_stamp: tuple[int, int] | None = None
     written = False
+    last_time = time.monotonic()
 
     def write(_checkpoint: Path) -> None:
-        nonlocal last_stamp, written
+        nonlocal last_stamp, written, last_time
+        if not finished() and time.monotonic() - last_time < min_interval_s:
+            return
         episodes = run_dir / "episodes.csv"
         stamp = (episodes.stat().st_size, episodes.stat().st_mtime_ns) if episodes.exists() else None
         if written and stamp == last_stamp:
             return
+        last_time = time.monotonic()
         from videos.curves import plot_learning_curve  # lazily: matplotlib stays off the training path
         try:
             plot_learning_curve(run_dir)
@@ -390,7 +397,8 @@ def _train_and_evaluate(entry: EntryPoint, config: PPOConfig, info: Any, sources
             recorder = RunRecorder(run_dir, config,
                                    resume_step=trainer.global_step * world_size if resume_state else None)
             trainer.recorder = recorder
-            trainer.on_checkpoint = _learning_curve_writer(run_dir)
+            trainer.on_checkpoint = _learning_curve_writer(
+                run_dir, lambda: trainer.stop_requested or trainer.iteration >= config.num_iterations)
 
         def request_stop(signum: int, _frame: Any) -> None:
             if trainer.stop_requested:  # a second signal: stop at once, without a checkpoint
