@@ -4,6 +4,7 @@
     python benchmarks/compare.py speed                      # Hopper-v4, CartPole-v1, Humanoid-v4
     python benchmarks/compare.py speed --cases cartpole --repeats 3
     python benchmarks/compare.py time-to-score --environment-id CartPole-v1 --seeds 1 2 3 4 5
+    python benchmarks/compare.py time-to-score --environment-id Hopper-v4 --seeds 1 2 3 --max-seconds 600
     python benchmarks/compare.py scale                      # envpool vs gymnasium; 1 vs 2 torchrun processes
 
 Every measurement runs in a fresh child process, ours and SB3's alternating, so both see the same
@@ -19,13 +20,17 @@ import csv
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from ppo.errors import EXIT_INTERRUPTED  # noqa: E402
 
 # name -> (environment id, hyperparameters shared by both libraries, total steps)
 SPEED_CASES = {
@@ -192,6 +197,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 settings = json.loads(sys.argv[1]); env_id = sys.argv[2]; seed = int(sys.argv[3]); threshold = float(sys.argv[4])
+max_seconds = float(sys.argv[5]) if len(sys.argv) > 5 else float("inf")
 env = make_vec_env(env_id, n_envs=settings["n_envs"], seed=seed)
 if settings["normalize"]:
     env = VecNormalize(env, gamma=settings["kwargs"].get("gamma", 0.99))
@@ -206,6 +212,8 @@ class Stop(BaseCallback):
     def _on_training_start(self):
         self.returns, self.start, self.reached = collections.deque(maxlen=20), time.perf_counter(), None
     def _on_step(self):
+        if time.perf_counter() - self.start > max_seconds:
+            return False
         for info in self.locals["infos"]:
             if "episode" in info:
                 self.returns.append(info["episode"]["r"])
@@ -221,31 +229,60 @@ print(json.dumps({"seconds": callback.reached[0] if callback.reached else None,
 """
 
 
-def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir: Path) -> dict:
-    run = workdir / f"score-{environment_id}-{seed}"
-    run_child_with_memory([sys.executable, "main.py", "--environment-id", environment_id, "--seed", str(seed),
-                           "--no-progress", "--eval-episodes", "1", "--output-dir", str(workdir),
-                           "--run-name", run.name])
+def _reached(episodes_csv: Path, threshold: float) -> dict | None:
+    """First row of ``episodes.csv`` where the mean of the last 20 returns is >= ``threshold``, else None."""
     window: list[float] = []
-    with (run / "episodes.csv").open() as handle:
+    with episodes_csv.open() as handle:
         for row in csv.DictReader(handle):
+            if not row.get("return"):
+                break  # a row still being written
             window = (window + [float(row["return"])])[-20:]
             if len(window) == 20 and sum(window) / 20 >= threshold:
                 return {"seconds": float(row["wall_time_s"]), "steps": int(row["global_step"])}
-    return {"seconds": None, "steps": None}
+    return None
+
+
+def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir: Path,
+                       max_seconds: float | None = None) -> dict:
+    """Our trainer with its preset for ``environment_id`` (its full step budget, so schedules are those of a
+    default run), interrupted (SIGINT) once ``episodes.csv`` shows the threshold reached or after
+    ``max_seconds``; the time is the ``wall_time_s`` of that episode, so the polling does not count."""
+    run = workdir / f"score-{environment_id}-{seed}"
+    command = [sys.executable, "main.py", "--environment-id", environment_id, "--seed", str(seed), "--no-progress",
+               "--eval-episodes", "1", "--output-dir", str(workdir), "--run-name", run.name]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    started = time.monotonic()
+    result = None
+    while True:
+        finished = process.poll() is not None
+        if (run / "episodes.csv").exists():
+            result = _reached(run / "episodes.csv", threshold)
+        if finished:
+            break
+        if result is not None or (max_seconds is not None and time.monotonic() - started > max_seconds):
+            process.send_signal(signal.SIGINT)  # stops after this iteration, keeping a checkpoint
+            process.wait()
+            break
+        time.sleep(0.5)
+    if process.returncode not in (0, EXIT_INTERRUPTED, -signal.SIGINT):  # -SIGINT: stopped before its handler
+        raise RuntimeError(f"{' '.join(command[:4])} failed with exit code {process.returncode}")
+    return result or {"seconds": None, "steps": None}
 
 
 def time_to_score(args: argparse.Namespace) -> None:
     environment_id = args.environment_id
     threshold = args.threshold or THRESHOLDS[environment_id]
+    cap = args.max_seconds
     print(f"# python benchmarks/compare.py time-to-score --environment-id {environment_id} "
-          f"--seeds {' '.join(map(str, args.seeds))}")
+          f"--seeds {' '.join(map(str, args.seeds))}" + (f" --max-seconds {cap:g}" if cap else ""))
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            ours.append(ours_time_to_score(environment_id, seed, threshold, Path(tmp)))
+            ours.append(ours_time_to_score(environment_id, seed, threshold, Path(tmp), cap))
             stdout, _ = run_child_with_memory([sys.executable, "-c", SB3_SCORE, json.dumps(ZOO[environment_id]),
-                                               environment_id, str(seed), str(threshold)])
+                                               environment_id, str(seed), str(threshold),
+                                               str(cap or float("inf"))])
             theirs.append(json.loads(stdout.strip().splitlines()[-1]))
             print(f"seed {seed}: ours {ours[-1]}, SB3 (RL Zoo) {theirs[-1]}", flush=True)
 
@@ -254,7 +291,7 @@ def time_to_score(args: argparse.Namespace) -> None:
         return f"{statistics.median(times):.1f} s"
     print(f"{environment_id}: mean of the last 20 training episodes >= {threshold}: median wall-clock ours "
           f"{median(ours)}, SB3 with RL Zoo hyperparameters {median(theirs)} (seeds {args.seeds}; "
-          "inf = not reached within the budget)")
+          "inf = not reached within the step budget" + (f" or {cap:g} s" if cap else "") + ")")
 
 
 def main() -> None:
@@ -271,6 +308,8 @@ def main() -> None:
     t.add_argument("--environment-id", choices=list(ZOO), default="CartPole-v1")
     t.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     t.add_argument("--threshold", type=float, default=None)
+    t.add_argument("--max-seconds", type=float, default=None,
+                   help="stop each run (ours and SB3's) after this many seconds; not reached counts as inf")
     args = parser.parse_args()
     {"speed": speed, "scale": scale, "time-to-score": time_to_score}[args.mode](args)
 
