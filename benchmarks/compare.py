@@ -3,6 +3,7 @@
     pip install -r benchmarks/requirements.txt
     python benchmarks/compare.py speed                      # Hopper-v4, CartPole-v1, Humanoid-v4
     python benchmarks/compare.py speed --cases cartpole --repeats 3
+    python benchmarks/compare.py speed --cases humanoid atari --use-gpu    # on a machine with a CUDA GPU
     python benchmarks/compare.py time-to-score --environment-id CartPole-v1 --seeds 1 2 3 4 5
     python benchmarks/compare.py time-to-score --environment-id Hopper-v4 --seeds 1 2 3 --max-seconds 600
     python benchmarks/compare.py scale                      # envpool vs gymnasium; 1 vs 2 torchrun processes
@@ -40,6 +41,10 @@ SPEED_CASES = {
                                      normalize=False), 32768),
     "humanoid": ("Humanoid-v4", dict(num_envs=16, num_steps=512, epochs=10, minibatches=32, lr=3e-4, ent=0.0,
                                      normalize=True), 16384),
+    # Nature CNN on frames: main_atari.py (ale-py's vector env) against SB3's CnnPolicy with make_atari_env +
+    # VecFrameStack(4), both with sticky actions 0.25 (ALE v5), clipped rewards and life loss as episode end.
+    "atari": ("ALE/Breakout-v5", dict(num_envs=8, num_steps=128, epochs=4, minibatches=4, lr=2.5e-4, ent=0.01,
+                                      normalize=False), 16384),
 }
 
 # RL Zoo (rl-baselines3-zoo hyperparams/ppo.yml) settings for SB3 in time-to-score mode.
@@ -78,19 +83,22 @@ def run_child_with_memory(command: list[str]) -> tuple[str, float]:
 def ours_speed(environment_id: str, p: dict, total: int, workdir: Path, seed: int, extra: tuple[str, ...] = (),
                processes: int = 1) -> dict:
     """Our trainer with ``p``'s hyperparameters (and ``extra`` flags), under torchrun with ``processes`` > 1."""
-    run = workdir / f"ours-{environment_id}-{seed}-{len(list(workdir.iterdir()))}"
+    run = workdir / f"ours-{environment_id.replace('/', '_')}-{seed}-{len(list(workdir.iterdir()))}"
     launcher = [sys.executable] if processes == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    command = [*launcher, "main.py", "--environment-id", environment_id, "--num-envs", str(p["num_envs"]),
+    atari = environment_id.startswith("ALE/")
+    command = [*launcher, "main_atari.py" if atari else "main.py", "--environment-id", environment_id,
+               "--num-envs", str(p["num_envs"]),
                "--num-steps-collected", str(p["num_steps"]), "--num-epochs", str(p["epochs"]),
                "--num-mini-batches", str(p["minibatches"]), "--learning-rate", str(p["lr"]),
                "--ent-loss-coeff", str(p["ent"]), "--total-timesteps", str(total), "--seed", str(seed),
-               "--no-progress", "--eval-episodes", "1", "--checkpoint-interval", "0",
+               "--no-progress", "--eval-episodes", "0", "--checkpoint-interval", "0",
                "--output-dir", str(workdir), "--run-name", run.name,
                # everything else as SB3's PPO defaults, so no preset of ours changes the computation
                "--gae-gamma", "0.99", "--gae-lambda", "0.95", "--clip-coeff", "0.2", "--value-loss-coeff", "0.5",
-               "--max-gradient", "0.5", "--hidden-size", "64", "--num-hidden-layers", "2", "--activation", "tanh",
-               "--init-log-std", "0", "--no-anneal-lr", "--no-clip-value-loss", "--normalize-advantages"]
+               "--max-gradient", "0.5", "--no-anneal-lr", "--no-clip-value-loss", "--normalize-advantages"]
+    if not atari:  # SB3's MlpPolicy
+        command += ["--hidden-size", "64", "--num-hidden-layers", "2", "--activation", "tanh", "--init-log-std", "0"]
     flag = "--" if p["normalize"] else "--no-"
     command += [f"{flag}normalize-observations", f"{flag}normalize-rewards", *extra]
     stdout, peak = run_child_with_memory(command)
@@ -107,14 +115,23 @@ import json, sys, time, torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
-env_id, n_envs, n_steps, epochs, minibatches, lr, ent, normalize, total, seed = sys.argv[1:]
+env_id, n_envs, n_steps, epochs, minibatches, lr, ent, normalize, total, seed, device = sys.argv[1:]
 n_envs, n_steps, epochs, minibatches, total, seed = map(int, (n_envs, n_steps, epochs, minibatches, total, seed))
-env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+if env_id.startswith("ALE/"):
+    import ale_py, gymnasium
+    from stable_baselines3.common.env_util import make_atari_env
+    from stable_baselines3.common.vec_env import VecFrameStack
+    gymnasium.register_envs(ale_py)
+    env = VecFrameStack(make_atari_env(env_id, n_envs=n_envs, seed=seed, env_kwargs={"frameskip": 1}), n_stack=4)
+    policy = "CnnPolicy"
+else:
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    policy = "MlpPolicy"
 if normalize == "True":
     env = VecNormalize(env, gamma=0.99)
-model = PPO("MlpPolicy", env, n_steps=n_steps, batch_size=n_envs * n_steps // minibatches, n_epochs=epochs,
+model = PPO(policy, env, n_steps=n_steps, batch_size=n_envs * n_steps // minibatches, n_epochs=epochs,
             learning_rate=float(lr), ent_coef=float(ent), gamma=0.99, gae_lambda=0.95, clip_range=0.2,
-            vf_coef=0.5, max_grad_norm=0.5, seed=seed, device="cpu", verbose=0)
+            vf_coef=0.5, max_grad_norm=0.5, seed=seed, device=device, verbose=0)
 start = time.perf_counter()
 model.learn(total_timesteps=total)
 elapsed = time.perf_counter() - start
@@ -122,25 +139,28 @@ print(json.dumps({"sps": model.num_timesteps / elapsed}))
 """
 
 
-def sb3_speed(environment_id: str, p: dict, total: int, seed: int) -> dict:
+def sb3_speed(environment_id: str, p: dict, total: int, seed: int, device: str = "cpu") -> dict:
     command = [sys.executable, "-c", SB3_SPEED, environment_id, str(p["num_envs"]), str(p["num_steps"]),
                str(p["epochs"]), str(p["minibatches"]), str(p["lr"]), str(p["ent"]), str(p["normalize"]),
-               str(total), str(seed)]
+               str(total), str(seed), device]
     stdout, peak = run_child_with_memory(command)
     return {**json.loads(stdout.strip().splitlines()[-1]), "peak_mib": peak}
 
 
 def speed(args: argparse.Namespace) -> None:
     print(f"# python benchmarks/compare.py speed --cases {' '.join(args.cases)} --repeats {args.repeats}"
-          + (" --compile" if args.compile else ""))
-    extra = ("--compile",) if args.compile else ()
+          + (" --compile" if args.compile else "") + (" --use-gpu" if args.use_gpu else "")
+          + (f" --total-timesteps {args.total_timesteps}" if args.total_timesteps else ""))
+    extra = ("--compile",) * args.compile + ("--use-gpu",) * args.use_gpu
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
             environment_id, p, total = SPEED_CASES[name]
+            total = args.total_timesteps or total
             ours, theirs = [], []
             for repeat in range(args.repeats):  # alternate: ours, SB3, ours, SB3, ...
                 ours.append(ours_speed(environment_id, p, total, Path(tmp), seed=repeat + 1, extra=extra))
-                theirs.append(sb3_speed(environment_id, p, total, seed=repeat + 1))
+                theirs.append(sb3_speed(environment_id, p, total, seed=repeat + 1,
+                                        device="cuda" if args.use_gpu else "cpu"))
             ours_sps = statistics.median(r["sps"] for r in ours)
             sb3_sps = statistics.median(r["sps"] for r in theirs)
             split = {key: statistics.median(r[key] for r in ours) for key in ("env_s", "inference_s",
@@ -249,7 +269,7 @@ def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir
     ``max_seconds``; the time is the ``wall_time_s`` of that episode, so the polling does not count."""
     run = workdir / f"score-{environment_id}-{seed}"
     command = [sys.executable, "main.py", "--environment-id", environment_id, "--seed", str(seed), "--no-progress",
-               "--eval-episodes", "1", "--output-dir", str(workdir), "--run-name", run.name]
+               "--eval-episodes", "0", "--output-dir", str(workdir), "--run-name", run.name]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
     started = time.monotonic()
@@ -298,9 +318,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("speed", help="steps/s with matched hyperparameters")
-    s.add_argument("--cases", nargs="+", choices=list(SPEED_CASES), default=list(SPEED_CASES))
+    s.add_argument("--cases", nargs="+", choices=list(SPEED_CASES), default=["hopper", "cartpole", "humanoid"])
     s.add_argument("--repeats", type=int, default=2)
     s.add_argument("--compile", action="store_true", help="run ours with --compile")
+    s.add_argument("--use-gpu", action="store_true", help="both on the CUDA device: ours --use-gpu, SB3 device='cuda'")
+    s.add_argument("--total-timesteps", type=int, default=None, help="steps per run instead of the case's own")
     c = sub.add_parser("scale", help="our steps/s across env backends and torchrun process counts")
     c.add_argument("--cases", nargs="+", choices=list(SCALE_CASES), default=list(SCALE_CASES))
     c.add_argument("--repeats", type=int, default=2)

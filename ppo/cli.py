@@ -246,7 +246,9 @@ def run_evaluation(entry: EntryPoint, path: str, episodes: int | None, eval_rand
     device = select_device(use_gpu)
     config, info, agent = load_policy(entry, state, path, device)
     configure_torch(config)
-    episodes = episodes or config.eval_episodes
+    if episodes is not None and episodes <= 0:
+        raise UsageError(f"--eval-episodes must be a positive integer with --evaluate, got {episodes}")
+    episodes = episodes or config.eval_episodes or PPOConfig.eval_episodes  # the run may have had none
     result = _evaluate(entry, config, agent, info, episodes, device)
     if eval_random:
         envs = entry.make_envs(config, min(episodes, 16), evaluation=True)
@@ -440,11 +442,12 @@ def _train_and_evaluate(entry: EntryPoint, config: PPOConfig, info: Any, sources
         envs.close()
     if not is_main:
         return 0
-    result = _evaluate(entry, config, agent, info, config.eval_episodes, device)
-    (run_dir / "evaluation.json").write_text(json.dumps(result) + "\n")
-    print(f"Evaluation ({config.eval_episodes} episodes, deterministic): "
-          f"{result['mean_return']:.2f} +- {result['std_return']:.2f}")
-    print(_comparison_line(config, info))
+    if config.eval_episodes:
+        result = _evaluate(entry, config, agent, info, config.eval_episodes, device)
+        (run_dir / "evaluation.json").write_text(json.dumps(result) + "\n")
+        print(f"Evaluation ({config.eval_episodes} episodes, deterministic): "
+              f"{result['mean_return']:.2f} +- {result['std_return']:.2f}")
+        print(_comparison_line(config, info))
     if config.capture_video:
         _record_run_videos(entry, config, agent, run_dir, "after")
     return 0

@@ -107,7 +107,7 @@ class PPOConfig:
                                  group="System")
     checkpoint_interval: int = _flag(25, "write checkpoints/latest.pt every this many iterations "
                                      "(0: only at the end)", group="System")
-    eval_episodes: int = _flag(10, "episodes of the deterministic evaluation at the end and with "
+    eval_episodes: int = _flag(10, "episodes of the deterministic evaluation at the end (0: none) and with "
                                "--evaluate", group="System")
     progress: bool = _flag(True, "show a progress bar", group="System")
     capture_video: bool = _flag(False, "record videos/before.gif of the untrained agent and "
@@ -215,10 +215,10 @@ def validate_config(config: PPOConfig) -> None:
         raise UsageError(f"{flag_name(name)} {message}")
 
     for name in ("num_envs", "total_timesteps", "num_steps_collected", "num_mini_batches", "num_epochs",
-                 "hidden_size", "eval_episodes"):
+                 "hidden_size"):
         if getattr(config, name) <= 0:
             fail(name, f"must be a positive integer, got {getattr(config, name)}")
-    for name in ("num_hidden_layers", "num_threads", "checkpoint_interval"):
+    for name in ("num_hidden_layers", "num_threads", "checkpoint_interval", "eval_episodes"):
         if getattr(config, name) < 0:
             fail(name, f"must be zero or positive, got {getattr(config, name)}")
     for name in ("learning_rate", "value_learning_rate", "clip_coeff", "max_gradient", "observation_clip",

@@ -53,6 +53,14 @@ def test_main_trains_and_evaluates(cli, tmp_path, environment_id):
     assert set(report) == {"mean_return", "std_return", "episodes"} and report["episodes"] == 3
 
 
+def test_eval_episodes_zero_skips_the_final_evaluation(cli, tmp_path):
+    result = cli("main.py", "--environment-id", "CartPole-v1", "--num-envs", "2", "--total-timesteps", "64",
+                 "--output-dir", str(tmp_path), "--run-name", "r", *TINY, "--eval-episodes", "0")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "r" / "checkpoints" / "final.pt").exists()
+    assert not (tmp_path / "r" / "evaluation.json").exists() and "Evaluation" not in result.stdout
+
+
 def test_flags_override_presets_and_aliases_work(cli, tmp_path):
     result = cli("main.py", "--env-id", "CartPole-v1", "--num-envs", "2", "--num-steps", "32",
                  "--num-mini-batches", "4", "--total-timesteps", "64", "--clip-coef", "0.3", "--no-anneal-lr",

@@ -126,6 +126,8 @@ BAD_INPUTS = [
     (["--resume", "{missing}"], 4, "does not exist"),
     (["--resume", "{checkpoint}", "--learning-rate", "0.1"], 2, "remove --learning-rate"),
     (["--evaluate", "{checkpoint}", "--resume", "{checkpoint}"], 2, "cannot be combined"),
+    (["--eval-episodes", "-1"], 2, "--eval-episodes must be zero or positive"),
+    (["--evaluate", "{checkpoint}", "--eval-episodes", "0"], 2, "--eval-episodes must be a positive integer"),
 ]
 if importlib.util.find_spec("shimmy") is None:
     BAD_INPUTS.append((["--environment-id", "dm_control/walker-walk-v0"], 3, "pip install shimmy"))
