@@ -231,63 +231,78 @@ if "policy_kwargs" in settings:
 class Stop(BaseCallback):
     def _on_training_start(self):
         self.returns, self.start, self.reached = collections.deque(maxlen=20), time.perf_counter(), None
+        self.best = None
     def _on_step(self):
         if time.perf_counter() - self.start > max_seconds:
             return False
         for info in self.locals["infos"]:
             if "episode" in info:
                 self.returns.append(info["episode"]["r"])
-                if len(self.returns) == 20 and sum(self.returns) / 20 >= threshold:
-                    self.reached = (time.perf_counter() - self.start, self.num_timesteps)
-                    return False
+                if len(self.returns) == 20:
+                    mean = sum(self.returns) / 20
+                    self.best = round(max(mean, self.best if self.best is not None else mean), 1)
+                    if mean >= threshold:
+                        self.reached = (time.perf_counter() - self.start, self.num_timesteps)
+                        return False
         return True
 callback = Stop()
 model = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
 model.learn(total_timesteps=settings["total"], callback=callback)
 print(json.dumps({"seconds": callback.reached[0] if callback.reached else None,
-                  "steps": callback.reached[1] if callback.reached else None}))
+                  "steps": callback.reached[1] if callback.reached else None,
+                  "last_step": model.num_timesteps, "best_mean_20": callback.best}))
 """
 
 
-def _reached(episodes_csv: Path, threshold: float) -> dict | None:
-    """First row of ``episodes.csv`` where the mean of the last 20 returns is >= ``threshold``, else None."""
+def _score_progress(episodes_csv: Path, threshold: float) -> dict:
+    """From ``episodes.csv``: ``seconds`` and ``steps`` of the first episode where the mean of the last 20
+    returns is >= ``threshold`` (None if none), the last step logged and the best such 20-episode mean."""
+    result = {"seconds": None, "steps": None, "last_step": 0, "best_mean_20": None}
     window: list[float] = []
     with episodes_csv.open() as handle:
         for row in csv.DictReader(handle):
-            if not row.get("return"):
+            if not row.get("length"):
                 break  # a row still being written
             window = (window + [float(row["return"])])[-20:]
-            if len(window) == 20 and sum(window) / 20 >= threshold:
-                return {"seconds": float(row["wall_time_s"]), "steps": int(row["global_step"])}
-    return None
+            result["last_step"] = int(row["global_step"])
+            if len(window) == 20:
+                mean = sum(window) / 20
+                result["best_mean_20"] = round(max(mean, result["best_mean_20"] or mean), 1)
+                if mean >= threshold:
+                    result.update(seconds=float(row["wall_time_s"]), steps=int(row["global_step"]))
+                    break
+    return result
 
 
 def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir: Path,
                        max_seconds: float | None = None) -> dict:
     """Our trainer with its preset for ``environment_id`` (its full step budget, so schedules are those of a
-    default run), interrupted (SIGINT) once ``episodes.csv`` shows the threshold reached or after
-    ``max_seconds``; the time is the ``wall_time_s`` of that episode, so the polling does not count."""
+    default run), interrupted (SIGINT) once ``episodes.csv`` shows the threshold reached or ``max_seconds``
+    after that file appeared (about when training starts); the time is the ``wall_time_s`` of that episode,
+    so the polling does not count. Returns ``seconds``, ``steps``, ``last_step`` and ``best_mean_20``."""
     run = workdir / f"score-{environment_id}-{seed}"
     command = [sys.executable, "main.py", "--environment-id", environment_id, "--seed", str(seed), "--no-progress",
                "--eval-episodes", "0", "--output-dir", str(workdir), "--run-name", run.name]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
-    started = time.monotonic()
-    result = None
+    started = None  # when episodes.csv appears: about when training starts, as SB3's clock does
+    result = {"seconds": None, "steps": None}
     while True:
         finished = process.poll() is not None
         if (run / "episodes.csv").exists():
-            result = _reached(run / "episodes.csv", threshold)
+            started = started or time.monotonic()
+            result = _score_progress(run / "episodes.csv", threshold)
         if finished:
             break
-        if result is not None or (max_seconds is not None and time.monotonic() - started > max_seconds):
+        if result["seconds"] is not None or (max_seconds is not None and started is not None
+                                             and time.monotonic() - started > max_seconds):
             process.send_signal(signal.SIGINT)  # stops after this iteration, keeping a checkpoint
             process.wait()
             break
         time.sleep(0.5)
     if process.returncode not in (0, EXIT_INTERRUPTED, -signal.SIGINT):  # -SIGINT: stopped before its handler
         raise RuntimeError(f"{' '.join(command[:4])} failed with exit code {process.returncode}")
-    return result or {"seconds": None, "steps": None}
+    return result
 
 
 def time_to_score(args: argparse.Namespace) -> None:
