@@ -239,15 +239,16 @@ def run_evaluation(entry: EntryPoint, path: str, episodes: int | None, eval_rand
     ``random_std_return`` with ``eval_random``).
 
     Raises:
+        UsageError: ``episodes`` given and not positive.
         CheckpointError: unreadable checkpoint, or one that does not fit its environment.
         EnvironmentProblem: the environment cannot be built.
     """
+    if episodes is not None and episodes <= 0:
+        raise UsageError(f"--eval-episodes must be a positive integer with --evaluate, got {episodes}")
     state = load_checkpoint(path)
     device = select_device(use_gpu)
     config, info, agent = load_policy(entry, state, path, device)
     configure_torch(config)
-    if episodes is not None and episodes <= 0:
-        raise UsageError(f"--eval-episodes must be a positive integer with --evaluate, got {episodes}")
     episodes = episodes or config.eval_episodes or PPOConfig.eval_episodes  # the run may have had none
     result = _evaluate(entry, config, agent, info, episodes, device)
     if eval_random:
