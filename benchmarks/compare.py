@@ -267,7 +267,8 @@ def _score_progress(episodes_csv: Path, threshold: float) -> dict:
             result["last_step"] = int(row["global_step"])
             if len(window) == 20:
                 mean = sum(window) / 20
-                result["best_mean_20"] = round(max(mean, result["best_mean_20"] or mean), 1)
+                best = result["best_mean_20"]
+                result["best_mean_20"] = round(mean if best is None else max(mean, best), 1)
                 if mean >= threshold:
                     result.update(seconds=float(row["wall_time_s"]), steps=int(row["global_step"]))
                     break
@@ -284,7 +285,8 @@ def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir
     command = [sys.executable, "main.py", "--environment-id", environment_id, "--seed", str(seed), "--no-progress",
                "--eval-episodes", "0", "--output-dir", str(workdir), "--run-name", run.name]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    stderr = tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True, env=env, cwd=ROOT)
     started = None  # when episodes.csv appears: about when training starts, as SB3's clock does
     result = {"seconds": None, "steps": None}
     while True:
@@ -300,8 +302,10 @@ def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir
             process.wait()
             break
         time.sleep(0.5)
-    if process.returncode not in (0, EXIT_INTERRUPTED, -signal.SIGINT):  # -SIGINT: stopped before its handler
-        raise RuntimeError(f"{' '.join(command[:4])} failed with exit code {process.returncode}")
+    with stderr:
+        stderr.seek(0)
+        if process.returncode not in (0, EXIT_INTERRUPTED, -signal.SIGINT):  # -SIGINT: before its handler
+            raise RuntimeError(f"{' '.join(command[:4])} failed:\n{stderr.read()[-2000:]}")
     return result
 
 
