@@ -31,17 +31,20 @@ class RunningNormalizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, *shape]`` -> ``[N, *shape]`` float32."""
-        if torch.compiler.is_compiling():
-            mean, std = self._float32_statistics()
-        else:
-            # float32 copies of the statistics, remade whenever the buffers change (update, load_state_dict,
-            # .to(): each bumps a buffer's version or replaces it); rollouts call this once per env step.
-            key = (self.mean._version, self.var._version, self.mean.data_ptr(), self.var.data_ptr())
-            if self._cache_key != key:
-                with torch.inference_mode(False):  # usable later with autograd, even if made in a rollout
-                    self._cache, self._cache_key = self._float32_statistics(), key
-            mean, std = self._cache
+        mean, std = self.float32_statistics()
         return torch.clamp((x.to(torch.float32) - mean) / std, -self.clip, self.clip)
+
+    def float32_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, sqrt(var + eps))`` as float32 tensors ``[*shape]``, what :meth:`forward` uses."""
+        if torch.compiler.is_compiling():
+            return self._float32_statistics()
+        # float32 copies of the statistics, remade whenever the buffers change (update, load_state_dict,
+        # .to(): each bumps a buffer's version or replaces it); rollouts call this once per env step.
+        key = (self.mean._version, self.var._version, self.mean.data_ptr(), self.var.data_ptr())
+        if self._cache_key != key:
+            with torch.inference_mode(False):  # usable later with autograd, even if made in a rollout
+                self._cache, self._cache_key = self._float32_statistics(), key
+        return self._cache
 
     def _float32_statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.mean.to(torch.float32), torch.sqrt(self.var + self.epsilon).to(torch.float32)

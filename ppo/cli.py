@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import threadpoolctl
 import torch
 
 from ppo.checkpoint import load_checkpoint
@@ -104,10 +105,14 @@ def select_device(use_gpu: bool) -> torch.device:
 
 
 def configure_torch(config: PPOConfig) -> None:
-    """Thread count and determinism settings."""
+    """Thread counts (torch's and numpy's BLAS) and determinism settings."""
     # One thread is fastest for the small networks of PPO on a few cores (per-op overhead dominates and
-    # env workers need the other cores); 0 picks that, a positive value overrides it.
-    torch.set_num_threads(config.num_threads or 1)
+    # env workers need the other cores); 0 picks that, a positive value overrides it. numpy's BLAS runs the
+    # MLP's rollouts and gradient (ppo/mlp_gradient.py): with its default of one thread per core, a
+    # 128-sample minibatch of CartPole took several times longer on a busy machine than with one.
+    threads = config.num_threads or 1
+    torch.set_num_threads(threads)
+    threadpoolctl.threadpool_limits(threads, user_api="blas")
     if config.deterministic_torch:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)

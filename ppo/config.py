@@ -93,14 +93,16 @@ class PPOConfig:
                                       group="System")
     use_gpu: bool = _flag(False, "run the learner on CUDA (fails if no CUDA device exists)", ("--cuda",),
                           group="System")
-    num_threads: int = _flag(0, "torch CPU threads (0: automatic, which is 1: fastest for small networks)",
+    num_threads: int = _flag(0, "CPU threads of torch and of numpy's BLAS (0: automatic, which is 1: fastest for "
+                                "small networks)",
                              group="System")
     compile: bool = _flag(False, "compile the minibatch loss and its gradient with torch.compile (the same "
                           "arithmetic in fused kernels; the first update pays tens of seconds of compilation, "
                           "cached on disk for later runs)", group="System")
-    manual_gradient: bool = _flag(True, "MLP networks: compute the loss's gradient with the hand-written "
-                                  "backward pass of ppo/mlp_gradient.py (the values autograd computes, in a "
-                                  "fraction of its operations); --no-manual-gradient uses autograd",
+    manual_gradient: bool = _flag(True, "MLP networks on the CPU: sample rollouts and compute the loss's "
+                                  "gradient in numpy, with the hand-written backward pass of "
+                                  "ppo/mlp_gradient.py (the values autograd computes, in a fraction of its "
+                                  "operations); --no-manual-gradient uses torch and autograd",
                                   group="System")
     output_dir: str = _flag("runs", "parent directory of run directories", group="System")
     run_name: str | None = _flag(None, "name of this run's directory (default: ENV__SEED__TIME)",

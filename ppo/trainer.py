@@ -14,7 +14,7 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
-from networks import RolloutPolicy
+from networks import NumpyRolloutPolicy, RolloutPolicy
 from ppo.buffer import Minibatch, RolloutBuffer
 from ppo.checkpoint import save_checkpoint
 from ppo.config import PPOConfig
@@ -97,6 +97,7 @@ class Trainer:
         observation_space = envs.single_observation_space
         action_space = envs.single_action_space
         self.observation_dtype = _torch_dtype(observation_space.dtype)
+        self.observation_numpy_dtype = np.uint8 if self.observation_dtype == torch.uint8 else np.float32
         discrete = action_space.shape == ()
         self.buffer = RolloutBuffer(config.num_steps_collected, config.num_envs, observation_space.shape,
                                     self.observation_dtype, tuple(action_space.shape),
@@ -111,15 +112,18 @@ class Trainer:
         # generates fused kernels for it and for its backward pass; the optimizer step stays the fused Adam.
         self.minibatch_loss: Callable[[Minibatch], LossOutput] = (
             torch.compile(self._minibatch_loss, dynamic=False) if config.compile else self._minibatch_loss)
-        # The MLP's loss and gradient written out (ppo/mlp_gradient.py): the same values in a fraction of
-        # autograd's operations. Other networks, --compile and --no-manual-gradient use autograd.
-        self.manual_gradient = None
-        if config.manual_gradient and not config.compile and unsupported_reason(agent) is None:
-            self.manual_gradient = MLPLossGradient(agent, config.ent_loss_coeff, config.value_loss_coeff,
-                                                   config.clip_value_loss, config.normalize_advantages)
+        # The MLP on the CPU: its loss and gradient written out (ppo/mlp_gradient.py) and its rollouts, both
+        # in numpy: the same values with a fraction of the per-operation overhead. Other networks, GPUs,
+        # --compile and --no-manual-gradient use torch and autograd.
         # Envs that step on torch tensors (the Brax backend) take the actions where the agent made them and
         # return tensors on the device; the rollout stages their rewards and ends there too.
         self.tensor_env = bool(getattr(envs, "accepts_tensors", False))
+        self.manual_gradient = None
+        numpy_path = config.manual_gradient and not config.compile and unsupported_reason(agent) is None
+        if numpy_path:
+            self.manual_gradient = MLPLossGradient(agent, config.ent_loss_coeff, config.value_loss_coeff,
+                                                   config.clip_value_loss, config.normalize_advantages)
+        self.numpy_rollouts = numpy_path and not self.tensor_env
         size = (config.num_steps_collected, config.num_envs)
         if self.tensor_env:
             self._staging = (torch.zeros(size, device=device), torch.zeros(size, dtype=torch.bool, device=device),
@@ -168,6 +172,8 @@ class Trainer:
             return torch.as_tensor(observations, dtype=self.observation_dtype, device=self.device)
         if isinstance(observations, torch.Tensor):
             return observations.to(self.device, self.observation_dtype, copy=True)
+        if self.device.type == "cpu":  # numpy's copy is cheaper than torch.tensor's
+            return torch.from_numpy(np.array(observations, dtype=self.observation_numpy_dtype))
         return torch.tensor(observations, dtype=self.observation_dtype, device=self.device)
 
     def wall_time(self) -> float:
@@ -196,7 +202,8 @@ class Trainer:
         # The policy's outputs are gathered per step and go to the buffer in one copy per rollout.
         observations_list, actions_list, log_probs_list, values_list = [], [], [], []
         with torch.inference_mode():
-            policy = RolloutPolicy(agent, config.num_steps_collected, config.num_envs, device)
+            policy = (NumpyRolloutPolicy(agent, config.num_steps_collected, config.num_envs) if self.numpy_rollouts
+                      else RolloutPolicy(agent, config.num_steps_collected, config.num_envs, device))
             for step in range(config.num_steps_collected):
                 if self.stop_requested and self.distributed is None:
                     return False
@@ -240,8 +247,8 @@ class Trainer:
                                                         next_values, config.gae_gamma, config.gae_lambda)
         return True
 
-    def _bootstrap_values(self, policy: RolloutPolicy, step: int, bootstrap: np.ndarray | torch.Tensor,
-                          final_observations: np.ndarray | torch.Tensor) -> None:
+    def _bootstrap_values(self, policy: RolloutPolicy | NumpyRolloutPolicy, step: int,
+                          bootstrap: np.ndarray | torch.Tensor, final_observations: np.ndarray | torch.Tensor) -> None:
         """Store ``V(final observation)`` of the envs truncated at ``step`` (``bootstrap`` ``[N]`` bool);
         ``final_observations`` is gymnasium's object array of per-env observations or an ``[N, ...]`` tensor."""
         if isinstance(final_observations, torch.Tensor):

@@ -10,12 +10,15 @@ from ppo.trainer import Trainer
 from wrappers import describe_environment, make_vector_env
 
 
-def make_trainer(**overrides):
-    config = PPOConfig(environment_id="CartPole-v1", num_envs=2, num_steps_collected=16, num_mini_batches=2,
-                       num_epochs=1, total_timesteps=64, learning_rate=1e-3, **overrides)
+def make_trainer(environment_id="CartPole-v1", **overrides):
+    config = PPOConfig(**{"environment_id": environment_id, "num_envs": 2, "num_steps_collected": 16,
+                          "num_mini_batches": 2, "num_epochs": 1, "total_timesteps": 64, "learning_rate": 1e-3,
+                          **overrides})
     info = describe_environment(config.environment_id)
     envs = make_vector_env(config.environment_id, config.num_envs)
-    agent = MLPActorCritic(info.observation_space.shape, info.action_space)
+    torch.manual_seed(0)
+    agent = MLPActorCritic(info.observation_space.shape, info.action_space,
+                           normalize_observations=config.normalize_observations)
     return Trainer(config, envs, agent, torch.device("cpu")), agent
 
 
@@ -64,3 +67,24 @@ def test_optimizer_state_saved_per_parameter_loads_into_the_flat_one():
     expected = torch.cat([old_optimizer.state[p]["exp_avg_sq"].flatten() for p in agent.parameters()])
     assert torch.equal(flat_state["exp_avg_sq"], expected) and float(flat_state["step"]) == 1.0
     trainer.envs.close()
+
+
+@pytest.mark.parametrize("environment_id", ["CartPole-v1", "Pendulum-v1"])
+def test_numpy_path_trains_what_torch_and_autograd_train(environment_id):
+    """The MLP's numpy rollouts and hand-written gradient (the default on the CPU) against torch rollouts
+    and autograd (--no-manual-gradient): the same episodes and, up to float32 rounding, the same weights."""
+    results = []
+    for manual_gradient in (True, False):
+        trainer, agent = make_trainer(environment_id, manual_gradient=manual_gradient, total_timesteps=128,
+                                      normalize_observations=True, normalize_rewards=True)
+        assert trainer.numpy_rollouts is manual_gradient and (trainer.manual_gradient is not None) is manual_gradient
+        initial = torch.cat([p.detach().flatten() for p in agent.parameters()])
+        trainer.train()
+        assert (initial - torch.cat([p.detach().flatten() for p in agent.parameters()])).abs().max() > 1e-3
+        trainer.envs.close()
+        results.append((torch.cat([p.detach().flatten() for p in agent.parameters()]),
+                        trainer.buffer.observations.clone(), trainer.buffer.actions.clone()))
+    (numpy_weights, numpy_observations, numpy_actions), (torch_weights, torch_observations, torch_actions) = results
+    torch.testing.assert_close(numpy_observations, torch_observations, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(numpy_actions, torch_actions, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(numpy_weights, torch_weights, rtol=1e-4, atol=1e-5)
