@@ -329,6 +329,7 @@ class NumpyRolloutPolicy:
         head = agent.action_head
         self.gaussian = isinstance(head, GaussianHead)
         self.activation = NUMPY_ACTIVATIONS[mlp_activation_name(agent)]
+        self.rows = np.arange(num_envs)
         with torch.inference_mode():
             self.layers = [(weight.numpy().T, bias.numpy()) for weight, bias in agent.fused_layers()]
             noise = head.draw_noise((num_steps, num_envs), torch.device("cpu"))
@@ -364,11 +365,10 @@ class NumpyRolloutPolicy:
             actions = noise * self.std
             actions += outputs
             log_probs = self.log_probs[step]
-        else:  # the Gumbel-max trick, then log_softmax of the chosen logit
+        else:  # the Gumbel-max trick, then log_softmax of the chosen logit (ufunc reductions: no wrappers)
             actions = (outputs + noise).argmax(-1)
-            shifted = outputs - outputs.max(-1, keepdims=True)
-            log_probs = (np.take_along_axis(shifted, actions[:, None], -1)[:, 0]
-                         - np.log(np.exp(shifted).sum(-1)))
+            shifted = outputs - np.maximum.reduce(outputs, axis=-1, keepdims=True)
+            log_probs = shifted[self.rows, actions] - np.log(np.add.reduce(np.exp(shifted), axis=-1))
         return ActionAndValue(torch.from_numpy(actions), torch.from_numpy(log_probs), None,
                               torch.from_numpy(values))
 
