@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -276,14 +277,15 @@ def _score_progress(episodes_csv: Path, threshold: float) -> dict:
 
 
 def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir: Path,
-                       max_seconds: float | None = None) -> dict:
+                       max_seconds: float | None = None, extra: tuple[str, ...] = ()) -> dict:
     """Our trainer with its preset for ``environment_id`` (its full step budget, so schedules are those of a
     default run), interrupted (SIGINT) once ``episodes.csv`` shows the threshold reached or ``max_seconds``
     after that file appeared (about when training starts); the time is the ``wall_time_s`` of that episode,
-    so the polling does not count. Returns ``seconds``, ``steps``, ``last_step`` and ``best_mean_20``."""
+    so the polling does not count. ``extra``: flags added to ours (they win over the preset). Returns
+    ``seconds``, ``steps``, ``last_step`` and ``best_mean_20``."""
     run = workdir / f"score-{environment_id}-{seed}"
     command = [sys.executable, "main.py", "--environment-id", environment_id, "--seed", str(seed), "--no-progress",
-               "--eval-episodes", "0", "--output-dir", str(workdir), "--run-name", run.name]
+               "--eval-episodes", "0", "--output-dir", str(workdir), "--run-name", run.name, *extra]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     stderr = tempfile.TemporaryFile("w+")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, text=True, env=env, cwd=ROOT)
@@ -315,11 +317,12 @@ def time_to_score(args: argparse.Namespace) -> None:
     cap = args.max_seconds
     print(f"# python benchmarks/compare.py time-to-score --environment-id {environment_id} "
           f"--seeds {' '.join(map(str, args.seeds))}" + (f" --max-seconds {cap:g}" if cap else "")
-          + (" --skip-sb3" if args.skip_sb3 else ""))
+          + (" --skip-sb3" if args.skip_sb3 else "") + (f" --our-flags={args.our_flags!r}" if args.our_flags else ""))
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
-            ours.append(ours_time_to_score(environment_id, seed, threshold, Path(tmp), cap))
+            ours.append(ours_time_to_score(environment_id, seed, threshold, Path(tmp), cap,
+                                           tuple(shlex.split(args.our_flags))))
             if not args.skip_sb3:
                 stdout, _ = run_child_with_memory([sys.executable, "-c", SB3_SCORE, json.dumps(ZOO[environment_id]),
                                                    environment_id, str(seed), str(threshold),
@@ -355,6 +358,7 @@ def main() -> None:
     t.add_argument("--threshold", type=float, default=None)
     t.add_argument("--max-seconds", type=float, default=None,
                    help="stop each run (ours and SB3's) after this many seconds; not reached counts as inf")
+    t.add_argument("--our-flags", default="", help="flags added to our run, e.g. '--num-epochs 4' (preset variants)")
     t.add_argument("--skip-sb3", action="store_true",
                    help="run ours only (for a change of ours, against SB3's times measured before on the machine)")
     args = parser.parse_args()
