@@ -112,12 +112,12 @@ class Trainer:
         # generates fused kernels for it and for its backward pass; the optimizer step stays the fused Adam.
         self.minibatch_loss: Callable[[Minibatch], LossOutput] = (
             torch.compile(self._minibatch_loss, dynamic=False) if config.compile else self._minibatch_loss)
-        # The MLP on the CPU: its loss and gradient written out (ppo/mlp_gradient.py) and its rollouts, both
-        # in numpy: the same values with a fraction of the per-operation overhead. Other networks, GPUs,
-        # --compile and --no-manual-gradient use torch and autograd.
         # Envs that step on torch tensors (the Brax backend) take the actions where the agent made them and
         # return tensors on the device; the rollout stages their rewards and ends there too.
         self.tensor_env = bool(getattr(envs, "accepts_tensors", False))
+        # The MLP on the CPU: its loss and gradient written out (ppo/mlp_gradient.py) and its rollouts (with
+        # numpy envs), both in numpy: the same values with a fraction of the per-operation overhead. Other
+        # networks, GPUs, --compile and --no-manual-gradient use torch and autograd.
         self.manual_gradient = None
         numpy_path = config.manual_gradient and not config.compile and unsupported_reason(agent) is None
         if numpy_path:
