@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,6 +49,21 @@ def clip_gradient_norm(flat_parameters: list[nn.Parameter], max_norm: float) -> 
     scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
     for gradient in gradients:
         gradient.mul_(scale)
+    return norm
+
+
+def clip_gradient_norm_arrays(gradients: list[np.ndarray], max_norm: float) -> float:
+    """:func:`clip_gradient_norm` on numpy views of CPU gradients (each ``[P]`` float32, scaled in place);
+    returns the norm before clipping as a float (not finite when a gradient is not).
+
+    The same arithmetic (scale ``min(1, max_norm / (norm + 1e-6))``, the norm summed in float32); a few
+    microseconds where the torch version costs about ten times as much in per-operation overhead.
+    """
+    norm = math.sqrt(sum(float(np.dot(gradient, gradient)) for gradient in gradients))
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1.0:
+        for gradient in gradients:
+            np.multiply(gradient, np.float32(scale), out=gradient)
     return norm
 
 

@@ -33,6 +33,13 @@ from ppo.losses import LossOutput
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
+def _mean(x: np.ndarray) -> np.float32:
+    """``np.mean`` of a float32 array (the same sum, then the division) without its Python wrapper, which
+    costs more than the arithmetic on a minibatch; likewise the code below calls ``np.add.reduce`` and
+    ``np.minimum``/``np.maximum`` where ``.sum``, ``np.clip`` and ``np.std`` would do the same."""
+    return np.add.reduce(x, axis=None) / np.float32(x.size)
+
+
 class _Layer(NamedTuple):
     """Numpy views of a linear layer's parameters and gradients."""
 
@@ -118,47 +125,50 @@ class MLPLossGradient:
             t.detach().numpy() for t in (actions, old_log_probs, old_values, advantages, returns))
         actor, critic, log_std = self._arrays()
         m = x.shape[0]
+        rows = np.arange(m)
         actor_outputs, actor_hidden = self._forward(actor, x)
         critic_outputs, critic_hidden = self._forward(critic, x)
         values = critic_outputs[:, 0]
 
         if self.gaussian:
             log_std_value, log_std_gradient = log_std
-            clamped = np.clip(log_std_value, LOG_STD_MIN, LOG_STD_MAX)
+            clamped = np.minimum(np.maximum(log_std_value, LOG_STD_MIN), LOG_STD_MAX)
             std = np.exp(clamped)
             standardized = (actions - actor_outputs) / std
             squared = np.square(standardized)
-            log_probs = (-0.5 * squared - clamped).sum(-1) - np.float32(_HALF_LOG_2PI * actions.shape[-1])
-            entropy = (0.5 + _HALF_LOG_2PI + clamped).sum()
+            log_probs = (np.add.reduce(-0.5 * squared - clamped, axis=-1)
+                         - np.float32(_HALF_LOG_2PI * actions.shape[-1]))
+            entropy = np.add.reduce(0.5 + _HALF_LOG_2PI + clamped)
         else:
-            shifted = actor_outputs - actor_outputs.max(-1, keepdims=True)
-            all_log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))  # log_softmax
+            shifted = actor_outputs - np.maximum.reduce(actor_outputs, axis=-1, keepdims=True)
+            all_log_probs = shifted - np.log(np.add.reduce(np.exp(shifted), axis=-1, keepdims=True))  # log_softmax
             probabilities = np.exp(all_log_probs)
-            log_probs = np.take_along_axis(all_log_probs, actions[:, None], -1)[:, 0]
-            entropies = -(probabilities * all_log_probs).sum(-1)
-            entropy = entropies.mean()
+            log_probs = all_log_probs[rows, actions]
+            entropies = -np.add.reduce(probabilities * all_log_probs, axis=-1)
+            entropy = _mean(entropies)
 
         if self.normalize_advantages:
-            advantages = (advantages - advantages.mean()) / (advantages.std(ddof=1) + np.float32(1e-8))
+            centered = advantages - _mean(advantages)  # / the standard deviation with Bessel's correction
+            advantages = centered / (np.sqrt(np.add.reduce(np.square(centered)) / np.float32(m - 1)) + np.float32(1e-8))
         log_ratio = log_probs - old_log_probs
         ratio = np.exp(log_ratio)
         surrogate = advantages * ratio
-        clipped_surrogate = advantages * np.clip(ratio, 1.0 - clip_coeff, 1.0 + clip_coeff, dtype=np.float32)
-        policy_loss = -np.minimum(surrogate, clipped_surrogate).mean()
+        clipped_surrogate = advantages * np.minimum(np.maximum(ratio, 1.0 - clip_coeff), 1.0 + clip_coeff)
+        policy_loss = -_mean(np.minimum(surrogate, clipped_surrogate))
 
         value_error = values - returns
         squared_error = np.square(value_error)
         if self.clip_value_loss:
             delta = values - old_values
-            clipped_error = old_values + np.clip(delta, -clip_coeff, clip_coeff, dtype=np.float32) - returns
+            clipped_error = old_values + np.minimum(np.maximum(delta, -clip_coeff), clip_coeff) - returns
             squared_clipped = np.square(clipped_error)
-            value_loss = 0.5 * np.maximum(squared_error, squared_clipped).mean()
+            value_loss = 0.5 * _mean(np.maximum(squared_error, squared_clipped))
             # d/dV of 0.5 * max(e^2, e_c^2) per sample: e, or e_c where the clipped error is larger and
             # V - V_old lies inside the clip range (zero outside it)
             inside = np.abs(delta) <= clip_coeff
             value_gradient = np.where(squared_error >= squared_clipped, value_error, clipped_error * inside)
         else:
-            value_loss = 0.5 * squared_error.mean()
+            value_loss = 0.5 * _mean(squared_error)
             value_gradient = value_error
         loss = policy_loss + self.value_loss_coeff * value_loss - self.ent_loss_coeff * entropy
 
@@ -169,12 +179,12 @@ class MLPLossGradient:
             inside_std = (log_std_value >= LOG_STD_MIN) & (log_std_value <= LOG_STD_MAX)
             output_gradient = standardized / std
             output_gradient *= log_prob_gradient[:, None]
-            std_gradient = ((squared - 1.0) * log_prob_gradient[:, None]).sum(0)
+            std_gradient = np.add.reduce((squared - 1.0) * log_prob_gradient[:, None], axis=0)
             std_gradient -= np.float32(self.ent_loss_coeff)
             np.multiply(std_gradient, inside_std, out=log_std_gradient)
         else:
             output_gradient = -probabilities
-            output_gradient[np.arange(m), actions] += 1.0  # one_hot(a) - p
+            output_gradient[rows, actions] += 1.0  # one_hot(a) - p
             output_gradient *= log_prob_gradient[:, None]
             if self.ent_loss_coeff != 0.0:
                 output_gradient += (probabilities * (all_log_probs + entropies[:, None])
@@ -183,8 +193,8 @@ class MLPLossGradient:
         value_gradient = value_gradient * np.float32(self.value_loss_coeff / m)
         self._backward(critic, critic_hidden, value_gradient[:, None])
 
-        approx_kl = ((ratio - 1.0) - log_ratio).mean()  # k3 estimator, as ppo.losses
-        clipfrac = (np.abs(ratio - 1.0) > clip_coeff).mean(dtype=np.float32)
+        approx_kl = _mean((ratio - 1.0) - log_ratio)  # k3 estimator, as ppo.losses
+        clipfrac = np.float32(np.count_nonzero(np.abs(ratio - 1.0) > clip_coeff) / m)
         statistics = np.array([loss, policy_loss, value_loss, entropy, approx_kl, clipfrac], dtype=np.float32)
         return LossOutput(*torch.from_numpy(statistics).unbind())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import time
 from collections import deque
@@ -20,7 +21,8 @@ from ppo.checkpoint import save_checkpoint
 from ppo.config import PPOConfig
 from ppo.distributed import DistributedContext
 from ppo.errors import NumericalError
-from ppo.flat_parameters import clip_gradient_norm, flat_optimizer_state, flatten_parameters
+from ppo.flat_parameters import (clip_gradient_norm, clip_gradient_norm_arrays, flat_optimizer_state,
+                                 flatten_parameters)
 from ppo.gae import compute_gae
 from ppo.losses import LossOutput, explained_variance, ppo_loss
 from ppo.mlp_gradient import MLPLossGradient, unsupported_reason
@@ -303,7 +305,10 @@ class Trainer:
         across ranks, so every rank runs the same number of epochs (and of collective calls).
         """
         config = self.config
-        totals = torch.zeros(6, device=self.device)
+        # On the CPU the gradient clip, the finite check and the statistics run on numpy views and floats:
+        # a torch operation on these small tensors costs several microseconds of overhead.
+        gradient_arrays = [flat.grad.numpy() for flat in self.parameters] if self.device.type == "cpu" else None
+        totals = np.zeros(6) if gradient_arrays is not None else torch.zeros(6, device=self.device)
         count, skipped = 0, 0
         inputs = None
         if self.manual_gradient is not None:
@@ -324,20 +329,26 @@ class Trainer:
                     losses.loss.backward()
                 if self.distributed is not None:
                     loss_finite, minibatch_kl = self._average_gradients(losses.loss, losses.approx_kl)
-                    grad_norm = clip_gradient_norm(self.parameters, config.max_gradient)
-                    finite = loss_finite and bool(torch.isfinite(grad_norm))
+                    loss = 0.0 if loss_finite else math.nan
                 else:
-                    minibatch_kl = losses.approx_kl
+                    minibatch_kl, loss = losses.approx_kl, losses.loss.detach()
+                # The sum is finite exactly when both are (on a GPU: one wait for the value).
+                if gradient_arrays is not None:
+                    grad_norm = clip_gradient_norm_arrays(gradient_arrays, config.max_gradient)
+                    finite = math.isfinite(float(loss) + grad_norm)
+                else:
                     grad_norm = clip_gradient_norm(self.parameters, config.max_gradient)
-                    # The sum is finite exactly when both are (one check, one wait for the value).
-                    finite = bool(torch.isfinite(losses.loss.detach() + grad_norm))
+                    finite = bool(torch.isfinite(loss + grad_norm))
                 if not finite:
                     skipped += 1
                     continue
                 self.optimizer.step()
-                stats = torch.stack([losses.policy_loss, losses.value_loss, losses.entropy, losses.approx_kl,
-                                     losses.clipfrac, grad_norm.detach()])
-                totals += stats
+                statistics = (losses.policy_loss, losses.value_loss, losses.entropy, losses.approx_kl,
+                              losses.clipfrac)
+                if gradient_arrays is not None:
+                    totals += [*(float(value) for value in statistics), grad_norm]
+                else:
+                    totals += torch.stack([*(value.detach() for value in statistics), grad_norm.detach()])
                 count += 1
                 if config.target_kl is not None:
                     epoch_kl += float(minibatch_kl)

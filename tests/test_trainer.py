@@ -1,11 +1,13 @@
 """Trainer set-up: optimizer groups and learning-rate annealing."""
 
+import math
+
 import pytest
 import torch
 
 from networks import MLPActorCritic
 from ppo.config import PPOConfig
-from ppo.flat_parameters import flat_optimizer_state
+from ppo.flat_parameters import clip_gradient_norm, clip_gradient_norm_arrays, flat_optimizer_state
 from ppo.trainer import Trainer
 from wrappers import describe_environment, make_vector_env
 
@@ -67,6 +69,34 @@ def test_optimizer_state_saved_per_parameter_loads_into_the_flat_one():
     expected = torch.cat([old_optimizer.state[p]["exp_avg_sq"].flatten() for p in agent.parameters()])
     assert torch.equal(flat_state["exp_avg_sq"], expected) and float(flat_state["step"]) == 1.0
     trainer.envs.close()
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 100.0])  # clipped, and left as it is
+def test_gradient_clips_match_torch_clip_grad_norm(max_norm):
+    torch.manual_seed(0)
+    gradients = [torch.randn(300) * 0.2, torch.randn(50)]
+    expected = [g.clone() for g in gradients]
+    expected_parameters = [torch.nn.Parameter(torch.zeros(g.shape)) for g in expected]
+    for parameter, gradient in zip(expected_parameters, expected):
+        parameter.grad = gradient
+    expected_norm = torch.nn.utils.clip_grad_norm_(expected_parameters, max_norm)
+    assert bool(expected_norm > max_norm) is (max_norm == 0.5)
+    flat = [torch.nn.Parameter(torch.zeros(g.shape)) for g in gradients]
+    for parameter, gradient in zip(flat, gradients):
+        parameter.grad = gradient.clone()
+    norm = clip_gradient_norm(flat, max_norm)
+    arrays = [g.clone().numpy() for g in gradients]
+    norm_arrays = clip_gradient_norm_arrays(arrays, max_norm)
+    for clipped_norm, clipped in ((float(norm), [p.grad for p in flat]),
+                                  (norm_arrays, [torch.from_numpy(a) for a in arrays])):
+        assert clipped_norm == pytest.approx(float(expected_norm), rel=1e-5)
+        for got, want in zip(clipped, expected):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_numpy_gradient_clip_reports_a_non_finite_norm():
+    arrays = [torch.tensor([1.0, float("nan")]).numpy()]
+    assert not math.isfinite(clip_gradient_norm_arrays(arrays, 0.5))
 
 
 @pytest.mark.parametrize("environment_id", ["CartPole-v1", "Pendulum-v1"])
