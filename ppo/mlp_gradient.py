@@ -142,15 +142,18 @@ class MLPLossGradient:
             entropy = np.add.reduce(0.5 + _HALF_LOG_2PI + clamped)
         else:
             shifted = actor_outputs - np.maximum.reduce(actor_outputs, axis=-1, keepdims=True)
-            all_log_probs = shifted - np.log(np.add.reduce(np.exp(shifted), axis=-1, keepdims=True))  # log_softmax
+            # log_softmax
+            all_log_probs = shifted - np.log(np.add.reduce(np.exp(shifted), axis=-1, keepdims=True))
             probabilities = np.exp(all_log_probs)
             log_probs = all_log_probs[rows, actions]
             entropies = -np.add.reduce(probabilities * all_log_probs, axis=-1)
             entropy = _mean(entropies)
 
         if self.normalize_advantages:
-            centered = advantages - _mean(advantages)  # / the standard deviation with Bessel's correction
-            advantages = centered / (np.sqrt(np.add.reduce(np.square(centered)) / np.float32(m - 1)) + np.float32(1e-8))
+            # / the standard deviation with Bessel's correction, as torch.std
+            centered = advantages - _mean(advantages)
+            advantage_std = np.sqrt(np.add.reduce(np.square(centered)) / np.float32(m - 1))
+            advantages = centered / (advantage_std + np.float32(1e-8))
         log_ratio = log_probs - old_log_probs
         ratio = np.exp(log_ratio)
         surrogate = advantages * ratio
