@@ -67,9 +67,9 @@ def test_flags_override_presets_and_aliases_work(cli, tmp_path):
                  "--output-dir", str(tmp_path), "--run-name", "r", "--no-progress", "--eval-episodes", "1")
     assert result.returncode == 0, result.stderr
     config = json.loads((tmp_path / "r" / "config.json").read_text())
-    # flags typed win; untouched values come from the CartPole-v1 preset (10 epochs, gamma 0.98, lr 2e-3)
+    # flags typed win; untouched values come from the CartPole-v1 preset (5 epochs, gamma 0.98, lr 3e-3)
     assert (config["num_envs"], config["num_steps_collected"], config["clip_coeff"]) == (2, 32, 0.3)
     assert config["anneal_lr"] is False
-    assert (config["num_epochs"], config["gae_gamma"], config["anneal_clip"]) == (10, 0.98, True)
+    assert (config["num_epochs"], config["gae_gamma"], config["anneal_clip"]) == (5, 0.98, True)
     metrics = read_csv(tmp_path / "r" / "metrics.csv")
-    assert float(metrics[0]["learning_rate"]) == float(metrics[-1]["learning_rate"]) == 2e-3
+    assert float(metrics[0]["learning_rate"]) == float(metrics[-1]["learning_rate"]) == 3e-3
