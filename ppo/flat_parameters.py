@@ -56,8 +56,9 @@ def clip_gradient_norm_arrays(gradients: list[np.ndarray], max_norm: float) -> f
     """:func:`clip_gradient_norm` on numpy views of CPU gradients (each ``[P]`` float32, scaled in place);
     returns the norm before clipping as a float (not finite when a gradient is not).
 
-    The same arithmetic (scale ``min(1, max_norm / (norm + 1e-6))``, the norm summed in float32); a few
-    microseconds where the torch version costs about ten times as much in per-operation overhead.
+    The same arithmetic (scale ``min(1, max_norm / (norm + 1e-6))``; each gradient's squares summed in
+    float32 by BLAS): a few microseconds, where the torch version costs about ten times as much in
+    per-operation overhead.
     """
     norm = math.sqrt(sum(float(np.dot(gradient, gradient)) for gradient in gradients))
     scale = max_norm / (norm + 1e-6)

@@ -102,7 +102,6 @@ class MLPLossGradient:
         if self.gaussian:
             self.parameters.append(head.log_std)
         self._cache_key: list | None = None
-        self._ones: dict[int, np.ndarray] = {}  # [M] of ones per minibatch size M
         self._cache: tuple = ()
 
     # ---------------------------------------------------------------------------------------------
@@ -239,9 +238,7 @@ class MLPLossGradient:
         """Back-propagate ``gradient`` ``[M, K]`` (dL/d output) through ``layers``, writing each weight's and
         bias's gradient into its ``.grad``."""
         derivative = NUMPY_ACTIVATION_DERIVATIVES[self.activation]
-        ones = self._ones.get(gradient.shape[0])
-        if ones is None:
-            ones = self._ones[gradient.shape[0]] = np.ones(gradient.shape[0], np.float32)
+        ones = np.ones(gradient.shape[0], np.float32)
         for index in range(len(layers) - 1, -1, -1):
             layer = layers[index]
             np.matmul(gradient.T, inputs[index], out=layer.weight_grad)
