@@ -277,11 +277,13 @@ def _score_progress(episodes_csv: Path, threshold: float) -> dict:
 
 
 def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir: Path,
-                       max_seconds: float | None = None, extra: tuple[str, ...] = ()) -> dict:
+                       max_seconds: float | None = None, extra: tuple[str, ...] = (),
+                       max_steps: int | None = None) -> dict:
     """Our trainer with its preset for ``environment_id`` (its full step budget, so schedules are those of a
-    default run), interrupted (SIGINT) once ``episodes.csv`` shows the threshold reached or ``max_seconds``
-    after that file appeared (about when training starts); the time is the ``wall_time_s`` of that episode,
-    so the polling does not count. ``extra``: flags added to ours (they win over the preset). Returns
+    default run), interrupted (SIGINT) once ``episodes.csv`` shows the threshold reached, ``max_seconds``
+    after that file appeared (about when training starts), or past ``max_steps`` environment steps (a cap
+    that does not depend on the machine's load, for preset sweeps run side by side); the time is the
+    ``wall_time_s`` of that episode, so the polling does not count. ``extra``: flags added to ours (they win over the preset). Returns
     ``seconds``, ``steps``, ``last_step`` and ``best_mean_20``."""
     run = workdir / f"score-{environment_id}-{seed}"
     command = [sys.executable, "main.py", "--environment-id", environment_id, "--seed", str(seed), "--no-progress",
@@ -298,8 +300,9 @@ def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir
             result = _score_progress(run / "episodes.csv", threshold)
         if finished:
             break
-        if result["seconds"] is not None or (max_seconds is not None and started is not None
-                                             and time.monotonic() - started > max_seconds):
+        over_steps = max_steps is not None and result.get("last_step", 0) >= max_steps
+        over_time = max_seconds is not None and started is not None and time.monotonic() - started > max_seconds
+        if result["seconds"] is not None or over_steps or over_time:
             process.send_signal(signal.SIGINT)  # stops after this iteration, keeping a checkpoint
             process.wait()
             break
@@ -317,12 +320,13 @@ def time_to_score(args: argparse.Namespace) -> None:
     cap = args.max_seconds
     print(f"# python benchmarks/compare.py time-to-score --environment-id {environment_id} "
           f"--seeds {' '.join(map(str, args.seeds))}" + (f" --max-seconds {cap:g}" if cap else "")
+          + (f" --max-steps {args.max_steps}" if args.max_steps else "")
           + (" --skip-sb3" if args.skip_sb3 else "") + (f" --our-flags={args.our_flags!r}" if args.our_flags else ""))
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             ours.append(ours_time_to_score(environment_id, seed, threshold, Path(tmp), cap,
-                                           tuple(shlex.split(args.our_flags))))
+                                           tuple(shlex.split(args.our_flags)), args.max_steps))
             if not args.skip_sb3:
                 stdout, _ = run_child_with_memory([sys.executable, "-c", SB3_SCORE, json.dumps(ZOO[environment_id]),
                                                    environment_id, str(seed), str(threshold),
@@ -358,6 +362,9 @@ def main() -> None:
     t.add_argument("--threshold", type=float, default=None)
     t.add_argument("--max-seconds", type=float, default=None,
                    help="stop each run (ours and SB3's) after this many seconds; not reached counts as inf")
+    t.add_argument("--max-steps", type=int, default=None,
+                   help="stop our runs past this many environment steps (not reached counts as inf); for "
+                        "preset sweeps, whose steps to the threshold do not depend on the machine's load")
     t.add_argument("--our-flags", default="", help="flags added to our run, e.g. '--num-epochs 4' (preset variants)")
     t.add_argument("--skip-sb3", action="store_true",
                    help="run ours only (for a change of ours, against SB3's times measured before on the machine)")
