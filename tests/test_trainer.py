@@ -7,7 +7,7 @@ import torch
 
 from networks import MLPActorCritic
 from ppo.config import PPOConfig
-from ppo.flat_parameters import clip_gradient_norm, clip_gradient_norm_arrays, flat_optimizer_state
+from ppo.flat_parameters import NumpyAdam, clip_gradient_norm, clip_gradient_norm_arrays, flat_optimizer_state
 from ppo.trainer import Trainer
 from wrappers import describe_environment, make_vector_env
 
@@ -97,6 +97,49 @@ def test_gradient_clips_match_torch_clip_grad_norm(max_norm):
 def test_numpy_gradient_clip_reports_a_non_finite_norm():
     arrays = [torch.tensor([1.0, float("nan")]).numpy()]
     assert not math.isfinite(clip_gradient_norm_arrays(arrays, 0.5))
+
+
+def test_numpy_adam_steps_as_torch_fused_adam_and_keeps_the_optimizer_state():
+    """Two groups, a learning-rate change half-way, and a state_dict round trip in the middle: NumpyAdam's
+    weights and state follow torch's fused Adam to float32 rounding, in the optimizer's own tensors."""
+    torch.manual_seed(0)
+    optimizers = []
+    for _ in range(2):
+        flats = [torch.nn.Parameter(torch.linspace(-1.0, 1.0, size)) for size in (300, 40)]
+        for flat in flats:
+            flat.grad = torch.zeros_like(flat)
+        optimizers.append(torch.optim.Adam([{"params": [flats[0]], "lr": 3e-3}, {"params": [flats[1]], "lr": 1e-3}],
+                                           eps=1e-5, fused=True))
+    reference, ours = optimizers
+    for step in range(30):
+        if step == 15:
+            for optimizer in optimizers:
+                optimizer.param_groups[0]["lr"] = 1e-4
+            ours.load_state_dict(ours.state_dict())  # load_state_dict replaces the state tensors
+        numpy_adam = NumpyAdam(ours) if step in (0, 15) else numpy_adam
+        for reference_group, our_group in zip(reference.param_groups, ours.param_groups):
+            gradient = torch.randn(reference_group["params"][0].shape) * (1.0 + step)
+            reference_group["params"][0].grad.copy_(gradient)
+            our_group["params"][0].grad.copy_(gradient)
+        reference.step()
+        numpy_adam.step()
+    for reference_group, our_group in zip(reference.param_groups, ours.param_groups):
+        reference_flat, our_flat = reference_group["params"][0], our_group["params"][0]
+        assert (reference_flat - torch.linspace(-1.0, 1.0, len(reference_flat))).abs().max() > 1e-2
+        torch.testing.assert_close(our_flat, reference_flat, rtol=1e-5, atol=1e-6)
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(ours.state[our_flat][key], reference.state[reference_flat][key],
+                                       rtol=1e-5, atol=1e-8)
+        assert float(ours.state[our_flat]["step"]) == float(reference.state[reference_flat]["step"]) == 30.0
+
+
+def test_numpy_adam_refuses_what_it_does_not_compute():
+    flat = torch.nn.Parameter(torch.zeros(4))
+    flat.grad = torch.zeros(4)
+    with pytest.raises(ValueError, match="weight decay"):
+        NumpyAdam(torch.optim.Adam([flat], weight_decay=0.1))
+    with pytest.raises(ValueError, match="float32"):
+        NumpyAdam(torch.optim.Adam([torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))]))
 
 
 @pytest.mark.parametrize("environment_id", ["CartPole-v1", "Pendulum-v1"])
