@@ -309,17 +309,25 @@ def numpy_unsupported_reason(agent: nn.Module) -> str | None:
 
 class NumpyRolloutPolicy:
     """:class:`RolloutPolicy` computed in numpy, for an :class:`MLPActorCritic` on the CPU (see
-    :func:`numpy_unsupported_reason`).
+    :func:`numpy_unsupported_reason`), with the rollout's actions, values and log-probabilities kept in its own
+    arrays, so a step converts nothing between numpy and torch.
 
     The same fused network (:meth:`MLPActorCritic.fused_layers`), the same observation normalization and the
     same noise, drawn by torch from its generator, so a rollout samples what :class:`RolloutPolicy` samples,
     up to float32 rounding in the matrix products. A numpy operation on these small arrays costs about a
     microsecond of overhead against several for a tensor operation; a Hopper step's inference went from
-    about 230 us to about 60.
+    about 230 us to about 60. A step stores the Categorical logits, and the log-softmax of the chosen actions
+    runs once for the whole rollout (:meth:`rollout_log_probs`); a Gaussian's are computed from the noise up
+    front, as :class:`RolloutPolicy` does.
 
     Args:
         agent: the MLP actor-critic; its weights and statistics must not change while the policy is used.
         num_steps, num_envs: the rollout's size; step ``t`` uses noise ``[num_envs, ...]`` of row ``t``.
+
+    Attributes:
+        actions: ``[num_steps, num_envs]`` int64 (Categorical) or ``[num_steps, num_envs, d]`` float32.
+        values: ``[num_steps, num_envs]`` float32, ``V(s)`` of each step's observations.
+        Rows of steps not yet taken are undefined.
     """
 
     def __init__(self, agent: MLPActorCritic, num_steps: int, num_envs: int) -> None:
@@ -329,7 +337,6 @@ class NumpyRolloutPolicy:
         head = agent.action_head
         self.gaussian = isinstance(head, GaussianHead)
         self.activation = NUMPY_ACTIVATIONS[mlp_activation_name(agent)]
-        self.rows = np.arange(num_envs)
         with torch.inference_mode():
             self.layers = [(weight.numpy().T, bias.numpy()) for weight, bias in agent.fused_layers()]
             noise = head.draw_noise((num_steps, num_envs), torch.device("cpu"))
@@ -340,9 +347,15 @@ class NumpyRolloutPolicy:
             normalizer = agent.normalizer
             self.normalization = (None if normalizer is None else
                                   (*(t.numpy() for t in normalizer.float32_statistics()), normalizer.clip))
+        if self.gaussian:
+            self.actions = np.empty(self.noise.shape, np.float32)
+        else:
+            self.actions = np.empty((num_steps, num_envs), np.int64)
+            self.logits = np.empty(self.noise.shape, np.float32)
+        self.values = np.empty((num_steps, num_envs), np.float32)
 
-    def _network(self, observations: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        x = observations.numpy().reshape(observations.shape[0], -1).astype(np.float32, copy=False)
+    def _network(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = observations.reshape(observations.shape[0], -1).astype(np.float32, copy=False)
         if self.normalization is not None:  # RunningNormalizer.forward
             mean, std, clip = self.normalization
             x = (x - mean) / std
@@ -356,22 +369,29 @@ class NumpyRolloutPolicy:
         outputs += bias
         return outputs[:, :-1], outputs[:, -1]
 
-    def __call__(self, observations: torch.Tensor, step: int) -> ActionAndValue:
-        """Sample actions for CPU observations ``[num_envs, *obs_shape]`` at rollout step ``step``. The
-        fields are tensors that share memory with numpy arrays (no copies); entropy is None."""
-        outputs, values = self._network(observations)
-        noise = self.noise[step]
-        if self.gaussian:
-            actions = noise * self.std
+    def act(self, observations: np.ndarray, step: int) -> np.ndarray:
+        """Sample the actions of observations ``[num_envs, *obs_shape]`` at rollout step ``step``, store them
+        and the values in row ``step`` and return that row of :attr:`actions` (a view)."""
+        outputs, self.values[step] = self._network(observations)
+        actions = self.actions[step]
+        if self.gaussian:  # mean + std * z
+            np.multiply(self.noise[step], self.std, out=actions)
             actions += outputs
-            log_probs = self.log_probs[step]
-        else:  # the Gumbel-max trick, then log_softmax of the chosen logit (ufunc reductions: no wrappers)
-            actions = (outputs + noise).argmax(-1)
-            shifted = outputs - np.maximum.reduce(outputs, axis=-1, keepdims=True)
-            log_probs = shifted[self.rows, actions] - np.log(np.add.reduce(np.exp(shifted), axis=-1))
-        return ActionAndValue(torch.from_numpy(actions), torch.from_numpy(log_probs), None,
-                              torch.from_numpy(values))
+        else:  # the Gumbel-max trick
+            self.logits[step] = outputs
+            np.argmax(outputs + self.noise[step], axis=-1, out=actions)
+        return actions
 
-    def value(self, observations: torch.Tensor) -> torch.Tensor:
+    def rollout_log_probs(self) -> np.ndarray:
+        """``[num_steps, num_envs]`` float32 log-probabilities of the rollout's actions (call it once every
+        step was taken); a Categorical's as ``log_softmax(logits)[action]``."""
+        if self.gaussian:
+            return self.log_probs
+        logits = self.logits
+        shifted = logits - np.maximum.reduce(logits, axis=-1, keepdims=True)
+        chosen = np.take_along_axis(shifted, self.actions[..., None], axis=-1)[..., 0]
+        return chosen - np.log(np.add.reduce(np.exp(shifted), axis=-1))
+
+    def value(self, observations: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``V(s)`` of CPU observations ``[N, *obs_shape]`` -> ``[N]`` (any ``N``)."""
-        return torch.from_numpy(self._network(observations)[1])
+        return torch.from_numpy(self._network(np.asarray(observations))[1])

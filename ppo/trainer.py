@@ -126,6 +126,10 @@ class Trainer:
             self.manual_gradient = MLPLossGradient(agent, config.ent_loss_coeff, config.value_loss_coeff,
                                                    config.clip_value_loss, config.normalize_advantages)
         self.numpy_rollouts = numpy_path and not self.tensor_env
+        # the numpy rollouts' observations, [num_steps + 1, num_envs, *obs_shape]: the last row starts the next
+        self._observation_rows = (np.zeros((config.num_steps_collected + 1, config.num_envs,
+                                            *self.buffer.observations.shape[2:]), self.observation_numpy_dtype)
+                                  if self.numpy_rollouts else None)
         size = (config.num_steps_collected, config.num_envs)
         if self.tensor_env:
             self._staging = (torch.zeros(size, device=device), torch.zeros(size, dtype=torch.bool, device=device),
@@ -199,20 +203,33 @@ class Trainer:
         2018, "Time Limits in Reinforcement Learning"); GAE then cuts the chain at every episode end.
         """
         config, buffer, agent, device = self.config, self.buffer, self.agent, self.device
+        num_steps = config.num_steps_collected
         rewards, terminations, truncations = self._staging
         buffer.bootstrap_values.zero_()
-        # The policy's outputs are gathered per step and go to the buffer in one copy per rollout.
+        # The numpy policy keeps actions and values in its arrays and the observations go to rows of a numpy
+        # array (one copy each, no tensors per step); the torch policy's outputs are gathered in lists. Both
+        # go to the buffer in one copy per rollout.
+        observation_rows = self._observation_rows
         observations_list, actions_list, log_probs_list, values_list = [], [], [], []
         with torch.inference_mode():
-            policy = (NumpyRolloutPolicy(agent, config.num_steps_collected, config.num_envs) if self.numpy_rollouts
-                      else RolloutPolicy(agent, config.num_steps_collected, config.num_envs, device))
-            for step in range(config.num_steps_collected):
+            if observation_rows is not None:
+                policy = NumpyRolloutPolicy(agent, num_steps, config.num_envs)
+                observation_rows[0] = self.next_observations.numpy()
+            else:
+                policy = RolloutPolicy(agent, num_steps, config.num_envs, device)
+            for step in range(num_steps):
                 if self.stop_requested and self.distributed is None:
                     return False
-                observations = self.next_observations
                 started = time.perf_counter()
-                out = policy(observations, step)
-                actions = out.action if self.tensor_env else out.action.cpu().numpy()
+                if observation_rows is not None:
+                    actions = policy.act(observation_rows[step], step)
+                else:
+                    out = policy(self.next_observations, step)
+                    actions = out.action if self.tensor_env else out.action.cpu().numpy()
+                    observations_list.append(self.next_observations)
+                    actions_list.append(out.action)
+                    log_probs_list.append(out.log_prob)
+                    values_list.append(out.value)
                 stepped = time.perf_counter()
                 (next_observations, rewards[step], terminations[step], truncations[step],
                  infos) = self.envs.step(actions)
@@ -220,19 +237,25 @@ class Trainer:
                 bootstrap = truncations[step] & ~terminations[step]
                 if bootstrap.any():
                     self._bootstrap_values(policy, step, bootstrap, infos["final_obs"])
-                observations_list.append(observations)
-                actions_list.append(out.action)
-                log_probs_list.append(out.log_prob)
-                values_list.append(out.value)
                 self.global_step += config.num_envs
                 self._record_episodes(infos)
-                # a copy: the list keeps it until the end of the rollout, and an env may reuse its array
-                self.next_observations = self._to_tensor(self._finite_observations(next_observations), copy=True)
+                next_observations = self._finite_observations(next_observations)
+                if observation_rows is not None:
+                    observation_rows[step + 1] = next_observations  # a copy (an env may reuse its array)
+                else:  # a copy: the list keeps it until the end of the rollout
+                    self.next_observations = self._to_tensor(next_observations, copy=True)
                 self.timings["inference"] += stepped - started
+            if observation_rows is not None:
+                self.next_observations = torch.from_numpy(observation_rows[num_steps].copy())
             next_values = policy.value(self.next_observations)
-        for target, items in ((buffer.observations, observations_list), (buffer.actions, actions_list),
-                              (buffer.log_probs, log_probs_list), (buffer.values, values_list)):
-            torch.stack(items, out=target)
+        targets = (buffer.observations, buffer.actions, buffer.log_probs, buffer.values)
+        if observation_rows is not None:
+            for target, array in zip(targets, (observation_rows[:num_steps], policy.actions,
+                                               policy.rollout_log_probs(), policy.values)):
+                target.copy_(torch.from_numpy(array))
+        else:
+            for target, items in zip(targets, (observations_list, actions_list, log_probs_list, values_list)):
+                torch.stack(items, out=target)
         buffer.rewards.copy_(torch.as_tensor(rewards, device=device))
         buffer.terminations.copy_(torch.as_tensor(terminations, device=device))
         buffer.truncations.copy_(torch.as_tensor(truncations, device=device))

@@ -127,7 +127,8 @@ def test_rollout_policy_samples_what_the_agent_evaluates(action_space, hidden_la
 def test_numpy_rollout_policy_samples_what_the_torch_one_samples(action_space, activation, hidden_layers,
                                                                  normalize):
     """Drawn from the same torch generator state, the numpy policy gives the torch policy's actions,
-    log-probabilities and values (up to float32 rounding), at every step of a rollout."""
+    log-probabilities and values (up to float32 rounding), at every step of a rollout (its log-probabilities
+    computed once, for the whole rollout)."""
     torch.manual_seed(0)
     agent = MLPActorCritic((5,), action_space, hidden_size=8, num_hidden_layers=hidden_layers,
                            activation=activation, normalize_observations=normalize)
@@ -142,11 +143,15 @@ def test_numpy_rollout_policy_samples_what_the_torch_one_samples(action_space, a
         expected_policy = RolloutPolicy(agent, num_steps=3, num_envs=64, device=torch.device("cpu"))
         torch.manual_seed(1)
         actual_policy = NumpyRolloutPolicy(agent, num_steps=3, num_envs=64)
+        expected = [expected_policy(observations[step], step) for step in range(3)]
         for step in range(3):
-            expected, actual = expected_policy(observations[step], step), actual_policy(observations[step], step)
-            assert actual.entropy is None and actual.action.dtype == expected.action.dtype
-            for field in ("action", "log_prob", "value"):
-                torch.testing.assert_close(getattr(actual, field), getattr(expected, field), msg=field)
+            actions = actual_policy.act(observations[step].numpy(), step)
+            assert np.shares_memory(actions, actual_policy.actions)
+        actual = (actual_policy.actions, actual_policy.rollout_log_probs(), actual_policy.values)
+        for field, array in zip(("action", "log_prob", "value"), actual):
+            wanted = torch.stack([getattr(out, field) for out in expected])
+            assert torch.from_numpy(array).dtype == wanted.dtype
+            torch.testing.assert_close(torch.from_numpy(array), wanted, msg=field)
         torch.testing.assert_close(actual_policy.value(observations[0, :3]), expected_policy.value(observations[0, :3]))
 
 
