@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ppo.config import FIELDS
 from ppo.recorder import EPISODE_COLUMNS, METRIC_COLUMNS
@@ -43,7 +44,12 @@ def test_main_trains_and_evaluates(cli, tmp_path, environment_id):
     assert int(metrics[-1]["global_step"]) == total
     header = (run_dir / "episodes.csv").read_text().splitlines()[0]
     assert tuple(header.split(",")) == EPISODE_COLUMNS
-    assert any((run_dir / "tensorboard").iterdir())
+    # every metrics.csv row and episodes.csv row reached TensorBoard's event file by the end of the run
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    assert len(events.Scalars("charts/sps")) == len(metrics)
+    logged = (len(events.Scalars("charts/episodic_return"))
+              if "charts/episodic_return" in events.Tags()["scalars"] else 0)
+    assert logged == len(read_csv(run_dir / "episodes.csv"))
     checkpoint = torch.load(run_dir / "checkpoints" / "final.pt", weights_only=True)
     assert checkpoint["global_step"] == total
 
