@@ -2,6 +2,7 @@
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 from wrappers import make_vector_env
 from wrappers.vector import SameStepCartPoleVectorEnv, find_wrapper, load_vector_env_state, vector_env_state
@@ -57,3 +58,20 @@ def test_vectorized_cartpole_state_round_trip_continues_identically():
         assert ("episode" in a[4]) == ("episode" in b[4])
         if "episode" in a[4]:  # the running episode statistics were restored too
             np.testing.assert_array_equal(a[4]["episode"]["r"], b[4]["episode"]["r"])
+
+
+def test_cartpole_action_check_agrees_with_gymnasium_multidiscrete():
+    """The vectorized CartPole's cheaper ``action_space.contains`` (asserted by every step) gives
+    ``MultiDiscrete``'s answers, and a bad action still fails the step."""
+    envs = SameStepCartPoleVectorEnv(num_envs=3)
+    reference = gym.spaces.MultiDiscrete([2, 2, 2])
+    candidates = [np.array([0, 1, 1]), np.array([0, 2, 1]), np.array([-1, 0, 0]), np.array([0, 1]),
+                  np.array([[0, 1, 1]]), np.array([0.0, 1.0, 1.0]), np.array([0, 1, 1], np.int32),
+                  np.array([1, 1, 1], np.uint8), np.array([True, False, True]), [0, 1, 1],
+                  np.array([0, 1, np.iinfo(np.int64).min])]
+    for actions in candidates:
+        assert envs.action_space.contains(actions) == reference.contains(actions), actions
+    assert envs.action_space == reference
+    envs.reset(seed=0)
+    with pytest.raises(AssertionError):
+        envs.step(np.array([0, 2, 1]))

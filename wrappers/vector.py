@@ -154,6 +154,17 @@ class DiscardInfo(gym.Wrapper):
         return observation, reward, terminated, truncated, {}
 
 
+class _BinaryActions(gym.spaces.MultiDiscrete):
+    """``MultiDiscrete([2] * n)`` whose :meth:`contains` answers an int64 array of the right shape with one
+    reduction: ``CartPoleVectorEnv.step`` asserts ``action_space.contains(actions)`` every step, and
+    gymnasium's check (five numpy calls, about 9 us) cost a tenth of a 4-env step."""
+
+    def contains(self, x: Any) -> bool:
+        if isinstance(x, np.ndarray) and x.dtype == np.int64 and x.shape == self.shape:
+            return bool(np.maximum.reduce(x.view(np.uint64), axis=None) <= 1)  # negatives wrap to huge values
+        return super().contains(x)
+
+
 class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
     """gymnasium's numpy-vectorized CartPole (``CartPoleVectorEnv``, the ``vector_entry_point`` of
     ``CartPole-v0``/``-v1``: every env stepped by one set of array operations) with SAME_STEP autoreset.
@@ -167,6 +178,10 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
     """
 
     metadata = {**CartPoleVectorEnv.metadata, "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int = 1, **kwargs: Any) -> None:
+        super().__init__(num_envs, **kwargs)
+        self.action_space = _BinaryActions([2] * num_envs)
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         observations, rewards, terminations, truncations, infos = super().step(actions)
