@@ -50,12 +50,13 @@ class RolloutBuffer:
         return torch.maximum(self.terminations, self.truncations)
 
     def minibatches(self, num_mini_batches: int, generator: torch.Generator | None = None,
-                    observations: torch.Tensor | None = None) -> Iterator[Minibatch]:
+                    observations: torch.Tensor | None = None, as_numpy: bool = False) -> Iterator[Minibatch]:
         """Yield ``num_mini_batches`` minibatches that together hold every transition exactly once.
 
         The order is a fresh random permutation each call (``torch.randperm`` on the CPU generator).
         ``num_mini_batches`` must divide ``num_steps * num_envs``. ``observations`` (``[T * B, ...]``, e.g.
-        the stored ones already normalized) are handed out in place of the stored observations.
+        the stored ones already normalized) are handed out in place of the stored observations. With
+        ``as_numpy`` (a buffer on the CPU) the fields are numpy arrays, for the numpy gradient.
         """
         batch_size = self.num_steps * self.num_envs
         minibatch_size = batch_size // num_mini_batches
@@ -69,7 +70,9 @@ class RolloutBuffer:
         # instead of one per field per minibatch.
         if permutation.device.type == "cpu":  # numpy's gather: a fraction of torch's per-call overhead
             index = permutation.numpy()
-            shuffled = [torch.from_numpy(tensor.numpy()[index]) for tensor in flat]
+            shuffled = [tensor.numpy()[index] for tensor in flat]
+            if not as_numpy:
+                shuffled = [torch.from_numpy(array) for array in shuffled]
         else:
             shuffled = [tensor[permutation] for tensor in flat]
         for start in range(0, batch_size, minibatch_size):

@@ -105,8 +105,9 @@ class MLPLossGradient:
         self._cache: tuple = ()
 
     # ---------------------------------------------------------------------------------------------
-    def __call__(self, inputs: torch.Tensor, actions: torch.Tensor, old_log_probs: torch.Tensor,
-                 old_values: torch.Tensor, advantages: torch.Tensor, returns: torch.Tensor,
+    def __call__(self, inputs: torch.Tensor | np.ndarray, actions: torch.Tensor | np.ndarray,
+                 old_log_probs: torch.Tensor | np.ndarray, old_values: torch.Tensor | np.ndarray,
+                 advantages: torch.Tensor | np.ndarray, returns: torch.Tensor | np.ndarray,
                  clip_coeff: float) -> LossOutput:
         """Loss of one minibatch; writes ``dL/dtheta`` into every parameter's ``.grad`` (overwriting it).
 
@@ -115,14 +116,15 @@ class MLPLossGradient:
             actions: ``[M, d]`` float32 (Gaussian) or ``[M]`` int64 (Categorical).
             old_log_probs, old_values, advantages, returns: ``[M]`` each, from the rollout.
             clip_coeff: epsilon, > 0.
-            All CPU tensors (read through numpy views, not copied).
+            All numpy arrays or CPU tensors (read through numpy views, not copied).
 
         Returns:
             :class:`ppo.losses.LossOutput` of float32 0-d tensors, all detached (``loss`` included).
         """
-        x = inputs.detach().flatten(1).numpy()
-        actions, old_log_probs, old_values, advantages, returns = (
-            t.detach().numpy() for t in (actions, old_log_probs, old_values, advantages, returns))
+        x, actions, old_log_probs, old_values, advantages, returns = (
+            t if isinstance(t, np.ndarray) else t.detach().numpy()
+            for t in (inputs, actions, old_log_probs, old_values, advantages, returns))
+        x = x.reshape(x.shape[0], -1)
         actor, critic, log_std = self._arrays()
         m = x.shape[0]
         rows = np.arange(m)

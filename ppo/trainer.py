@@ -345,7 +345,8 @@ class Trainer:
                 inputs = self.agent.preprocess(self.buffer.observations.flatten(0, 1))
         for _epoch in range(config.num_epochs):
             epoch_kl, epoch_batches = 0.0, 0
-            for batch in self.buffer.minibatches(config.num_mini_batches, self.minibatch_generator, inputs):
+            for batch in self.buffer.minibatches(config.num_mini_batches, self.minibatch_generator, inputs,
+                                                 as_numpy=self.manual_gradient is not None):
                 if self.manual_gradient is not None:  # writes the gradient itself
                     losses = self.manual_gradient(batch.observations, batch.actions, batch.log_probs,
                                                   batch.values, batch.advantages, batch.returns,

@@ -1,5 +1,6 @@
 """Minibatches cover every transition exactly once per epoch."""
 
+import numpy as np
 import torch
 
 from ppo.buffer import RolloutBuffer
@@ -23,6 +24,14 @@ def test_minibatches_cover_every_transition_once():
     # a second epoch uses a different order
     again = torch.cat([batch.values for batch in buffer.minibatches(3, generator)])
     assert not torch.equal(seen, again)
+    # numpy minibatches (the numpy gradient's) hold what the tensors of the same permutation hold
+    generator.manual_seed(1)
+    tensors = list(buffer.minibatches(3, generator))
+    generator.manual_seed(1)
+    arrays = list(buffer.minibatches(3, generator, as_numpy=True))
+    for tensor_batch, array_batch in zip(tensors, arrays):
+        for tensor, array in zip(tensor_batch, array_batch):
+            assert isinstance(array, np.ndarray) and torch.equal(torch.from_numpy(array), tensor)
 
 
 def test_dones_combine_terminations_and_truncations():
