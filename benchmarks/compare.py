@@ -283,8 +283,8 @@ def ours_time_to_score(environment_id: str, seed: int, threshold: float, workdir
     default run), interrupted (SIGINT) once ``episodes.csv`` shows the threshold reached, ``max_seconds``
     after that file appeared (about when training starts), or past ``max_steps`` environment steps (a cap
     that does not depend on the machine's load, for preset sweeps run side by side); the time is the
-    ``wall_time_s`` of that episode, so the polling does not count. ``extra``: flags added to ours (they win over the preset). Returns
-    ``seconds``, ``steps``, ``last_step`` and ``best_mean_20``."""
+    ``wall_time_s`` of that episode, so the polling does not count. ``extra``: flags added to ours (they win
+    over the preset). Returns ``seconds``, ``steps``, ``last_step`` and ``best_mean_20``."""
     run = workdir / f"score-{environment_id}-{seed}"
     command = [sys.executable, "main.py", "--environment-id", environment_id, "--seed", str(seed), "--no-progress",
                "--eval-episodes", "0", "--output-dir", str(workdir), "--run-name", run.name, *extra]

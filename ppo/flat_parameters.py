@@ -83,9 +83,9 @@ class NumpyAdam:
     Adam (Kingma & Ba 2015, Algorithm 1) as PyTorch writes it (``torch/optim/adam.py``, no weight decay,
     amsgrad or maximize): ``m = m + (1 - b1) (g - m)``, ``v = b2 v + (1 - b2) g^2``, ``p -= lr / (1 - b1^t)
     * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``, with the bias corrections in float64 and the rest in float32;
-    results match the fused torch step to float32 rounding. On a Hopper network (about 10k weights) a step
-    is about ten numpy calls instead of the 130-300 us that ``optimizer.step()`` costs in per-call overhead;
-    for networks above ``NUMPY_ADAM_MAX_SIZE`` weights torch's fused kernel is faster.
+    results match the fused torch step to float32 rounding. A step is about ten numpy calls, where
+    ``optimizer.step()`` pays torch's per-call overhead: for small networks it is faster (see
+    ``NUMPY_ADAM_MAX_SIZE``); above that size torch's fused kernel is.
 
     Build one per update (the views follow the optimizer's current tensors, which ``load_state_dict``
     replaces); empty state is created as torch creates it.

@@ -21,8 +21,8 @@ from ppo.checkpoint import save_checkpoint
 from ppo.config import PPOConfig
 from ppo.distributed import DistributedContext
 from ppo.errors import NumericalError
-from ppo.flat_parameters import (NUMPY_ADAM_MAX_SIZE, NumpyAdam, clip_gradient_norm, clip_gradient_norm_arrays, flat_optimizer_state,
-                                 flatten_parameters)
+from ppo.flat_parameters import (NUMPY_ADAM_MAX_SIZE, NumpyAdam, clip_gradient_norm, clip_gradient_norm_arrays,
+                                 flat_optimizer_state, flatten_parameters)
 from ppo.gae import compute_gae
 from ppo.losses import LossOutput, explained_variance, ppo_loss
 from ppo.mlp_gradient import MLPLossGradient, unsupported_reason
