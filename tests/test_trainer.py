@@ -8,6 +8,7 @@ import torch
 from networks import MLPActorCritic
 from ppo.config import PPOConfig
 from ppo.flat_parameters import NumpyAdam, clip_gradient_norm, clip_gradient_norm_arrays, flat_optimizer_state
+import ppo.trainer as trainer_module
 from ppo.trainer import Trainer
 from wrappers import describe_environment, make_vector_env
 
@@ -131,6 +132,26 @@ def test_numpy_adam_steps_as_torch_fused_adam_and_keeps_the_optimizer_state():
             torch.testing.assert_close(ours.state[our_flat][key], reference.state[reference_flat][key],
                                        rtol=1e-5, atol=1e-8)
         assert float(ours.state[our_flat]["step"]) == float(reference.state[reference_flat]["step"]) == 30.0
+
+
+def test_update_with_numpy_adam_takes_the_fused_optimizer_step(monkeypatch):
+    """The trainer's CPU update (NumpyAdam on the optimizer's state) against the same update with
+    ``optimizer.step()``: the same weights to float32 rounding, and the same optimizer step count."""
+    weights, steps = [], []
+    for use_numpy_adam in (True, False):
+        if not use_numpy_adam:
+            monkeypatch.setattr(trainer_module, "NumpyAdam", lambda optimizer: None)
+        trainer, agent = make_trainer(num_epochs=2)
+        initial = torch.cat([p.detach().flatten() for p in agent.parameters()])
+        trainer.seed_everything()
+        trainer.collect_rollout()
+        trainer.update()
+        trainer.envs.close()
+        weights.append(torch.cat([p.detach().flatten() for p in agent.parameters()]))
+        assert (weights[-1] - initial).abs().max() > 1e-4
+        steps.append(float(trainer.optimizer.state[trainer.parameters[0]]["step"]))
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+    assert steps[0] == steps[1] == 4.0  # 2 epochs x 2 minibatches
 
 
 def test_numpy_adam_refuses_what_it_does_not_compute():
