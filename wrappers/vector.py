@@ -157,7 +157,7 @@ class DiscardInfo(gym.Wrapper):
 class _BinaryActions(gym.spaces.MultiDiscrete):
     """``MultiDiscrete([2] * n)`` whose :meth:`contains` answers an int64 array of the right shape with one
     reduction: ``CartPoleVectorEnv.step`` asserts ``action_space.contains(actions)`` every step, and
-    gymnasium's check (five numpy calls, about 9 us) cost a tenth of a 4-env step."""
+    gymnasium's check (five numpy calls, about 9 us) cost a sixth of a 4-env step (54 us, 45 with this one)."""
 
     def contains(self, x: Any) -> bool:
         if isinstance(x, np.ndarray) and x.dtype == np.int64 and x.shape == self.shape:
