@@ -7,6 +7,11 @@
     python benchmarks/compare.py time-to-score --environment-id CartPole-v1 --seeds 1 2 3 4 5
     python benchmarks/compare.py time-to-score --environment-id Hopper-v4 --seeds 1 2 3 --max-seconds 600
     python benchmarks/compare.py scale                      # envpool vs gymnasium; 1 vs 2 torchrun processes
+    python benchmarks/compare.py speed --repeats 3 --markdown docs/performance.md    # also as a markdown section
+
+With ``--markdown FILE`` (``speed`` and ``time-to-score``) the results also go to FILE as a markdown section:
+the machine, the exact command and a table with every repeat or seed. A section is keyed by its mode (and
+``--use-gpu``/``--compile``, or the environment): the next run of the same kind replaces it, others stay.
 
 Every measurement runs in a fresh child process, ours and SB3's alternating, so both see the same
 machine state. Steps per second count training only (environment steps divided by the time from the
@@ -153,6 +158,7 @@ def speed(args: argparse.Namespace) -> None:
           + (" --compile" if args.compile else "") + (" --use-gpu" if args.use_gpu else "")
           + (f" --total-timesteps {args.total_timesteps}" if args.total_timesteps else ""))
     extra = ("--compile",) * args.compile + ("--use-gpu",) * args.use_gpu
+    measured = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
             environment_id, p, total = SPEED_CASES[name]
@@ -173,6 +179,10 @@ def speed(args: argparse.Namespace) -> None:
                   f"update {split['update_s']:.1f}s of {split['total_s']:.1f}s; peak memory ours "
                   f"{max(r['peak_mib'] for r in ours):.0f} MiB, SB3 {max(r['peak_mib'] for r in theirs):.0f} MiB",
                   flush=True)
+            measured.append((environment_id, p, total, ours, theirs))
+    if args.markdown:
+        key = "speed" + " --use-gpu" * args.use_gpu + " --compile" * args.compile
+        write_markdown_section(args.markdown, key, speed_markdown(measured, args))
 
 
 # name -> (environment id, hyperparameters, total steps, variants: label -> (extra flags, processes))
@@ -342,6 +352,144 @@ def time_to_score(args: argparse.Namespace) -> None:
     print(f"{environment_id}: mean of the last 20 training episodes >= {threshold}: median wall-clock ours "
           f"{median(ours)}{sb3} (seeds {args.seeds}; "
           "inf = not reached within the step budget" + (f" or {cap:g} s" if cap else "") + ")")
+    if args.markdown:
+        key = f"time-to-score {environment_id}" + (" --our-flags" if args.our_flags else "")
+        write_markdown_section(args.markdown, key, time_to_score_markdown(environment_id, threshold, ours,
+                                                                          theirs, args))
+
+
+PERFORMANCE_HEADER = """# Performance
+
+This trainer and Stable-Baselines3 side by side on one machine, written by `benchmarks/compare.py` with
+`--markdown docs/performance.md` (set-up: `pip install -r benchmarks/requirements.txt`). Each section
+names its machine and the command that reproduces it; the next run of that command replaces the section.
+Every measurement is a fresh child process, ours and SB3's alternating, with the same hyperparameters.
+Steps per second count training only (environment steps over the time from the first rollout to the end
+of the last update). Compare ratios within one section: steps/s move with the machine.
+"""
+
+
+def machine_markdown() -> str:
+    """One line: cores, CPU model, Python and the versions of the libraries being compared."""
+    import platform
+    from importlib import metadata
+    model = ""
+    try:
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        pass
+    versions = []
+    for package in ("torch", "gymnasium", "stable-baselines3", "mujoco", "numpy"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} not installed")
+    gpu = ""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            gpu = f", GPU {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return (f"Machine: {os.cpu_count()} cores ({model or 'CPU model unknown'}){gpu}, Python "
+            f"{platform.python_version()}, " + ", ".join(versions) + ".")
+
+
+def _command_line() -> str:
+    return "python benchmarks/compare.py " + shlex.join(sys.argv[1:])
+
+
+def _spread(values: list[float], fmt: str = ",.0f") -> str:
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def speed_markdown(measured: list[tuple], args: argparse.Namespace) -> str:
+    """The ``speed`` section: per case every repeat of both libraries, median (min-max) and the ratio."""
+    device = "GPU" if args.use_gpu else "CPU"
+    lines = [f"## Steps per second ({device}{', ours with --compile' if args.compile else ''})", "",
+             machine_markdown(), "", "```bash", _command_line(), "```", "",
+             "Each repeat is one run of each library with seed = repeat number. Ratio: ours over SB3, of the "
+             "medians (and the lowest and highest ratio of the repeats, paired in order).", "",
+             "| case | ours steps/s, each repeat | ours median (min-max) | SB3 steps/s, each repeat | "
+             "SB3 median (min-max) | ratio (min-max) | our time: env / inference / update of total | "
+             "peak memory ours / SB3 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for environment_id, p, total, ours, theirs in measured:
+        ours_sps = [r["sps"] for r in ours]
+        sb3_sps = [r["sps"] for r in theirs]
+        ratios = [a / b for a, b in zip(ours_sps, sb3_sps)]
+        split = {key: statistics.median(r[key] for r in ours) for key in ("env_s", "inference_s", "update_s",
+                                                                            "total_s")}
+        case = (f"{environment_id}: {p['num_envs']} envs x {p['num_steps']} steps, {p['epochs']} epochs, "
+                f"{p['minibatches']} minibatches, {total:,} steps")
+        lines.append(
+            f"| {case} | {', '.join(f'{v:,.0f}' for v in ours_sps)} | {_spread(ours_sps)} | "
+            f"{', '.join(f'{v:,.0f}' for v in sb3_sps)} | {_spread(sb3_sps)} | "
+            f"{statistics.median(ours_sps) / statistics.median(sb3_sps):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+            f"{split['env_s']:.1f} / {split['inference_s']:.1f} / {split['update_s']:.1f} of {split['total_s']:.1f} s | "
+            f"{max(r['peak_mib'] for r in ours):.0f} / {max(r['peak_mib'] for r in theirs):.0f} MiB |")
+    return "\n".join(lines) + "\n"
+
+
+def time_to_score_markdown(environment_id: str, threshold: float, ours: list[dict], theirs: list[dict],
+                           args: argparse.Namespace) -> str:
+    """The ``time-to-score`` section: one row per seed, then the medians."""
+    def cell(result: dict) -> tuple[str, str]:
+        if result.get("seconds") is None:
+            best = result.get("best_mean_20")
+            return (f"not reached (best 20-episode mean {best})" if best is not None else "not reached",
+                    f"{result.get('last_step', 0):,} (all run)")
+        return f"{result['seconds']:.1f} s", f"{result['steps']:,}"
+
+    def median_seconds(results: list[dict]) -> str:
+        times = [r["seconds"] if r.get("seconds") is not None else float("inf") for r in results]
+        return f"{statistics.median(times):.1f} s"
+
+    ours_label = "ours (preset" + (f" with {args.our_flags}" if args.our_flags else "") + ")"
+    lines = [f"## Time to a mean return of {threshold:g}: {environment_id}", "", machine_markdown(), "",
+             "```bash", _command_line(), "```", "",
+             f"Wall-clock seconds of training until the mean of the last 20 training episodes reaches "
+             f"{threshold:g}, and the environment steps by then. Ours: `python main.py --environment-id "
+             f"{environment_id}` with its preset"
+             + (f" and `{args.our_flags}`" if args.our_flags else "")
+             + ("" if args.skip_sb3 else "; SB3: RL Zoo's hyperparameters for the environment") + "."
+             + (f" Runs stop after {args.max_seconds:g} s." if args.max_seconds else "")
+             + (f" Our runs stop past {args.max_steps:,} steps." if args.max_steps else ""), ""]
+    header = f"| seed | {ours_label} seconds | {ours_label} steps |"
+    rule = "|---|---|---|"
+    if theirs:
+        header += " SB3 (RL Zoo) seconds | SB3 (RL Zoo) steps |"
+        rule += "---|---|"
+    lines += [header, rule]
+    for index, seed in enumerate(args.seeds[:len(ours)]):
+        row = f"| {seed} | {' | '.join(cell(ours[index]))} |"
+        if theirs:
+            row += f" {' | '.join(cell(theirs[index]))} |"
+        lines.append(row)
+    median_row = f"| median | {median_seconds(ours)} | |"
+    if theirs:
+        median_row += f" {median_seconds(theirs)} | |"
+    lines.append(median_row)
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown_section(path: str, key: str, body: str) -> None:
+    """Put ``body`` into ``path`` between the markers of section ``key``: replacing that section, or added at
+    the end; a new file starts with :data:`PERFORMANCE_HEADER`."""
+    target = Path(path)
+    begin, end = f"<!-- compare.py: {key} -->", f"<!-- /compare.py: {key} -->"
+    text = target.read_text() if target.exists() else PERFORMANCE_HEADER
+    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    start, stop = text.find(begin), text.find(end)
+    if start >= 0 and stop > start:
+        rest = text[stop + len(end):].lstrip("\n")
+        text = text[:start] + block + ("\n" + rest if rest else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    print(f"wrote the '{key}' section of {target}", flush=True)
 
 
 def main() -> None:
@@ -353,6 +501,8 @@ def main() -> None:
     s.add_argument("--compile", action="store_true", help="run ours with --compile")
     s.add_argument("--use-gpu", action="store_true", help="both on the CUDA device: ours --use-gpu, SB3 device='cuda'")
     s.add_argument("--total-timesteps", type=int, default=None, help="steps per run instead of the case's own")
+    s.add_argument("--markdown", metavar="FILE", default=None,
+                   help="also write the results as a section of this markdown file (e.g. docs/performance.md)")
     c = sub.add_parser("scale", help="our steps/s across env backends and torchrun process counts")
     c.add_argument("--cases", nargs="+", choices=list(SCALE_CASES), default=list(SCALE_CASES))
     c.add_argument("--repeats", type=int, default=2)
@@ -368,6 +518,8 @@ def main() -> None:
     t.add_argument("--our-flags", default="", help="flags added to our run, e.g. '--num-epochs 4' (preset variants)")
     t.add_argument("--skip-sb3", action="store_true",
                    help="run ours only (for a change of ours, against SB3's times measured before on the machine)")
+    t.add_argument("--markdown", metavar="FILE", default=None,
+                   help="also write the results as a section of this markdown file (e.g. docs/performance.md)")
     args = parser.parse_args()
     {"speed": speed, "scale": scale, "time-to-score": time_to_score}[args.mode](args)
 
