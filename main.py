@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 
-from ppo.cli import EntryPoint, main
+from ppo.cli import main
+from ppo.entry import EntryPoint
 from ppo.config import PPOConfig
-from ppo.errors import UsageError
+from common.errors import UsageError
 
 
 def describe(environment_id: str):
@@ -51,7 +52,7 @@ def make_envs(config: PPOConfig, num_envs: int, evaluation: bool = False, render
         from wrappers.envpool_backend import make_envpool_training_env
         return make_envpool_training_env(config.environment_id, num_envs, seed=config.seed)
     if config.env_backend == "brax":
-        from ppo.cli import select_device
+        from ppo.entry import select_device
         from wrappers.brax_backend import make_brax_vector_env
         return make_brax_vector_env(config.environment_id, num_envs, seed=config.seed,
                                     device=select_device(config.use_gpu))

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import sys
 
-from ppo.cli import EntryPoint, main
+from ppo.cli import main
+from ppo.entry import EntryPoint
 from ppo.config import PPOConfig
-from ppo.errors import UsageError
+from common.errors import UsageError
 
 
 def describe(environment_id: str):

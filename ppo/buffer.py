@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator, NamedTuple
 
+import numpy as np
 import torch
 
 
@@ -77,3 +78,21 @@ class RolloutBuffer:
             shuffled = [tensor[permutation] for tensor in flat]
         for start in range(0, batch_size, minibatch_size):
             yield Minibatch(*(tensor[start:start + minibatch_size] for tensor in shuffled))
+
+
+def observation_dtype(numpy_dtype: np.dtype) -> torch.dtype:
+    """The buffer's dtype for observations of ``numpy_dtype``: uint8 frames stay uint8, anything else float32."""
+    return torch.uint8 if numpy_dtype == np.uint8 else torch.float32
+
+
+def to_observation_tensor(observations: np.ndarray | torch.Tensor, dtype: torch.dtype, device: torch.device,
+                          copy: bool = False) -> torch.Tensor:
+    """Observations ``[N, ...]`` (numpy or tensor) as a ``dtype`` tensor on ``device``; with ``copy``, never
+    sharing memory with the env's array or tensor, which an env may overwrite at its next step."""
+    if not copy:
+        return torch.as_tensor(observations, dtype=dtype, device=device)
+    if isinstance(observations, torch.Tensor):
+        return observations.to(device, dtype, copy=True)
+    if device.type == "cpu":  # numpy's copy is cheaper than torch.tensor's
+        return torch.from_numpy(np.array(observations, dtype=np.uint8 if dtype == torch.uint8 else np.float32))
+    return torch.tensor(observations, dtype=dtype, device=device)

@@ -4,43 +4,19 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
+import random
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import numpy as np
 import torch
 
-from ppo.errors import CheckpointError
+from common.errors import CheckpointError
+from common.files import atomic_write
 
 FORMAT = "ppo-checkpoint"
 VERSION = 1
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Create ``path`` atomically: ``write(temporary_path)`` fills a temporary file in the same directory
-    (same suffix, so writers that pick a format by suffix work), which is flushed to disk and moved over
-    ``path`` with ``os.replace``. A crash or ``kill -9`` at any moment leaves the previous file or the new
-    one, never a partial file. Parent directories are created. Returns ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
-                                             dir=path.parent)
-    os.close(descriptor)
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -80,3 +56,31 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint '{path}' has format version {state.get('version')}, this trainer "
                               f"reads version {VERSION}")
     return state
+
+
+def seed_rngs(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (call before building the network)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """The global generators' states (torch, CUDA on a CUDA ``device``, numpy, Python) as plain data."""
+    numpy_state = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+            "python": [version, list(internal), gauss]}
+
+
+def load_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_states` captured."""
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and device.type == "cuda":
+        torch.cuda.set_rng_state_all(states["cuda"])
+    numpy_state = states["numpy"]
+    np.random.set_state((numpy_state[0], np.asarray(numpy_state[1], dtype=np.uint32), *numpy_state[2:]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))

@@ -17,7 +17,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from ppo.errors import UsageError
+from common.errors import UsageError
 
 
 def _flag(default: Any, help: str, aliases: tuple[str, ...] = (), choices: tuple[str, ...] | None = None,
@@ -30,7 +30,7 @@ def _flag(default: Any, help: str, aliases: tuple[str, ...] = (), choices: tuple
 class PPOConfig:
     """All hyperparameters of one run; ``dataclasses.asdict`` of it is what ``config.json`` holds.
 
-    Values are validated by :func:`validate_config`, which raises :class:`ppo.errors.UsageError`.
+    Values are validated by :func:`validate_config`, which raises :class:`common.errors.UsageError`.
     """
 
     # Environment
@@ -99,11 +99,10 @@ class PPOConfig:
     compile: bool = _flag(False, "compile the minibatch loss and its gradient with torch.compile (the same "
                           "arithmetic in fused kernels; the first update pays tens of seconds of compilation, "
                           "cached on disk for later runs)", group="System")
-    manual_gradient: bool = _flag(True, "MLP networks on the CPU: sample rollouts and compute the loss's "
-                                  "gradient in numpy, with the hand-written backward pass of "
-                                  "ppo/mlp_gradient.py (the values autograd computes, in a fraction of its "
-                                  "operations); --no-manual-gradient uses torch and autograd",
-                                  group="System")
+    learner: str = _flag("auto", "what computes the update: torch (the reference: autograd and torch's Adam, any "
+                         "network and device), numpy (MLP on the CPU: the same arithmetic in numpy, several times "
+                         "faster for small networks), or auto (numpy where it can, torch elsewhere; the run "
+                         "header says which and why)", choices=("auto", "torch", "numpy"), group="System")
     output_dir: str = _flag("runs", "parent directory of run directories", group="System")
     run_name: str | None = _flag(None, "name of this run's directory (default: ENV__SEED__TIME)",
                                  group="System")

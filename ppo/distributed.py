@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.distributed as dist
 
-from ppo.errors import UsageError
+from common.errors import UsageError
 
 # Each rank seeds its envs and its sampling with ``seed + SEED_STRIDE * rank`` (rank 0: ``seed`` itself).
 SEED_STRIDE = 1000

@@ -41,14 +41,16 @@ class RunRecorder:
     ``metrics.csv`` gets one row per iteration (:data:`METRIC_COLUMNS`), ``episodes.csv`` one row per
     finished training episode with its raw return, ``tensorboard/`` the same scalars. Given
     ``resume_step``, rows after that step are dropped and TensorBoard purges its events after it, so the
-    curves carry on from the checkpoint without duplicates.
+    curves carry on from the checkpoint without duplicates. ``config.json`` holds the config and the
+    ``resolved`` choices made at start-up (for example ``resolved_learner``).
     """
 
     def __init__(self, run_dir: Path, config: PPOConfig, resume_step: int | None = None,
-                 tensorboard: bool = True) -> None:
+                 tensorboard: bool = True, resolved: dict[str, Any] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        (self.run_dir / "config.json").write_text(json.dumps({**dataclasses.asdict(config), **(resolved or {})},
+                                                             indent=2) + "\n")
         metrics_path, episodes_path = self.run_dir / "metrics.csv", self.run_dir / "episodes.csv"
         if resume_step is not None:
             _keep_rows_up_to(metrics_path, METRIC_COLUMNS, resume_step)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import subprocess
@@ -16,11 +19,23 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def run_cli(script: str, *args: str, cwd: Path | None = None, timeout: float = 600
+def run_cli(script: str, *args: str, cwd: Path | None = None, timeout: float = 600, in_process: bool = True
             ) -> subprocess.CompletedProcess:
-    """Run ``python script args`` from the repository root and capture its output."""
-    return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd or ROOT, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    """Run ``python script args`` (``main.py`` or ``main_atari.py``) and capture its exit code and output.
+
+    In-process by default: ``ppo.cli.main(ENTRY, args)`` with stdout and stderr captured, which skips the
+    interpreter's start-up; ``in_process=False`` starts a real process (``timeout`` applies only there), for
+    tests of the process boundary itself.
+    """
+    if not in_process:
+        return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd or ROOT, capture_output=True,
+                              text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    from ppo.cli import main
+    entry = importlib.import_module(Path(script).stem).ENTRY
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd or ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(entry, list(args))
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 def train_with_backend(tmp_path: Path, environment_id: str, backend: str, num_envs: int, num_steps: int,

@@ -162,7 +162,7 @@ def test_main_atari_trains_evaluates_and_writes_the_run_directory(cli, tmp_path)
     run_dir = tmp_path / "run"
     assert result.stdout.splitlines()[0] == f"Run directory: {run_dir}"
     config = json.loads((run_dir / "config.json").read_text())
-    assert set(config) == set(FIELDS)
+    assert set(config) == set(FIELDS) | {"resolved_learner"}
     assert (config["environment_id"], config["num_envs"], config["sticky_action_probability"]) == (
         "ALE/Pong-v5", 2, 0.25)
     assert (config["clip_coeff"], config["ent_loss_coeff"]) == (0.1, 0.01)  # the Atari preset

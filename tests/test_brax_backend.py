@@ -20,7 +20,7 @@ pytest.importorskip("jax", reason="the Brax backend needs jax: pip install -r re
 pytest.importorskip("brax", reason="the Brax backend needs brax: pip install -r requirements-brax.txt")
 
 from conftest import train_with_backend  # noqa: E402
-from ppo.errors import UsageError  # noqa: E402
+from common.errors import UsageError  # noqa: E402
 from wrappers.brax_backend import make_brax_vector_env  # noqa: E402
 
 pytestmark = [

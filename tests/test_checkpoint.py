@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ppo.checkpoint import load_checkpoint, save_checkpoint
-from ppo.errors import CheckpointError
+from common.errors import CheckpointError
 from tests.conftest import start_and_signal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +42,7 @@ import sys, torch, json
 sys.path.insert(0, {ROOT!r})
 import main
 from ppo.checkpoint import load_checkpoint
-from ppo.cli import load_policy
+from ppo.entry import load_policy
 _, _, agent = load_policy(main.ENTRY, load_checkpoint({str(trained)!r}), "final.pt")
 torch.manual_seed(0)
 observations = torch.randn(16, 3) * 3
@@ -59,7 +59,7 @@ torch.save({{"actions": actions.clone(), "model": agent.state_dict()}}, {str(tmp
     assert state["reward_scaler"]["count"] > 1  # so did the reward scaler's
 
     import main
-    from ppo.cli import load_policy
+    from ppo.entry import load_policy
     _, _, agent = load_policy(main.ENTRY, state, str(trained))
     torch.manual_seed(0)
     observations = torch.randn(16, 3) * 3
@@ -157,10 +157,12 @@ def test_bad_checkpoint_files_are_refused(tmp_path):
         load_checkpoint(other)
     good = tmp_path / "good.pt"
     save_checkpoint(good, {"weights": torch.zeros(1000)})
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:500])
     with pytest.raises(CheckpointError, match="cannot be read"):
         load_checkpoint(truncated)
-    digest = hashlib.sha256(good.read_bytes()).hexdigest()
-    assert json.dumps(digest)  # the good file is untouched by the failed reads of the others
+    # the good file is untouched by the failed reads of the others, and still loads
+    assert hashlib.sha256(good.read_bytes()).hexdigest() == digest
+    assert torch.equal(load_checkpoint(good)["weights"], torch.zeros(1000))
     assert load_checkpoint(good)["weights"].shape == (1000,)

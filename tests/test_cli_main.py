@@ -37,7 +37,10 @@ def test_main_trains_and_evaluates(cli, tmp_path, environment_id):
     assert result.stdout.splitlines()[0] == f"Run directory: {run_dir}"
 
     config = json.loads((run_dir / "config.json").read_text())
-    assert set(config) == set(FIELDS) and config["environment_id"] == environment_id
+    assert set(config) == set(FIELDS) | {"resolved_learner"} and config["environment_id"] == environment_id
+    # an MLP on the CPU: --learner auto takes the numpy learner, says so, and records it
+    assert config["learner"] == "auto" and config["resolved_learner"] == "numpy"
+    assert "Learner: numpy (auto: an MLP on the CPU)" in result.stdout.splitlines()
     metrics = read_csv(run_dir / "metrics.csv")
     assert tuple(metrics[0]) == METRIC_COLUMNS
     total = config["total_timesteps"]

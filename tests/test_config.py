@@ -3,7 +3,7 @@
 import pytest
 
 from ppo.config import FIELDS, resolve_config
-from ppo.errors import UsageError
+from common.errors import UsageError
 from ppo.presets import load_presets, presets_for, published_result
 
 

@@ -15,8 +15,8 @@ import torch
 
 from conftest import train_with_backend
 from ppo.config import PPOConfig
-from ppo.errors import EnvironmentProblem
-from ppo.trainer import Trainer
+from common.errors import EnvironmentProblem
+from ppo.loop import Trainer
 from wrappers import make_atari_vector_env, make_vector_env
 
 ENVPOOL_REASON = "envpool is not installed (optional backend: pip install envpool)"
@@ -256,7 +256,7 @@ def test_trainer_runs_two_iterations_on_envpool_envs(backend):
             assert trainer.iteration == 2 and trainer.global_step == config.total_timesteps
             assert torch.isfinite(trainer.buffer.values).all()
             if environment_id == HOPPER:
-                assert trainer.recent_lengths, "random Hopper episodes end within 64 steps"
+                assert trainer.collector.recent_lengths, "random Hopper episodes end within 64 steps"
         finally:
             envs.close()
 

@@ -1,4 +1,4 @@
-"""The hand-written PPO gradient (ppo/mlp_gradient.py) against autograd over ppo.losses.ppo_loss."""
+"""The hand-written PPO gradient (ppo/learners/numpy/gradient.py) against autograd over ppo.losses.ppo_loss."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import torch
 
 from networks import MLPActorCritic
 from ppo.losses import ppo_loss
-from ppo.mlp_gradient import MLPLossGradient, unsupported_reason
+from ppo.learners.numpy.gradient import MLPLossGradient
+from ppo.learners.numpy.rollout_policy import numpy_unsupported_reason as unsupported_reason
 
 BATCH = 96
 

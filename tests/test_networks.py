@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from networks import (MLPActorCritic, NatureCNNActorCritic, NumpyRolloutPolicy, RolloutPolicy, RunningNormalizer,
-                      numpy_unsupported_reason)
+from networks import MLPActorCritic, NatureCNNActorCritic, RolloutPolicy, RunningNormalizer
 from networks.heads import LOG_STD_MAX, LOG_STD_MIN, CategoricalHead, GaussianHead
 
 
@@ -118,50 +117,6 @@ def test_rollout_policy_samples_what_the_agent_evaluates(action_space, hidden_la
             at_mean = agent.get_action_and_value(observations[:1], mean).log_prob
             torch.testing.assert_close(sampled.action.mean(0), mean[0], atol=0.05, rtol=0)
             assert abs(float((-2.0 * (sampled.log_prob - at_mean)).mean()) - 2.0) < 0.1
-
-
-@pytest.mark.parametrize("action_space", [gym.spaces.Discrete(3), gym.spaces.Box(-1.0, 1.0, (2,))],
-                         ids=["categorical", "gaussian"])
-@pytest.mark.parametrize("activation, hidden_layers, normalize", [
-    ("tanh", 2, True), ("relu", 2, False), ("elu", 1, True), ("tanh", 0, True)])
-def test_numpy_rollout_policy_samples_what_the_torch_one_samples(action_space, activation, hidden_layers,
-                                                                 normalize):
-    """Drawn from the same torch generator state, the numpy policy gives the torch policy's actions,
-    log-probabilities and values (up to float32 rounding), at every step of a rollout (its log-probabilities
-    computed once, for the whole rollout)."""
-    torch.manual_seed(0)
-    agent = MLPActorCritic((5,), action_space, hidden_size=8, num_hidden_layers=hidden_layers,
-                           activation=activation, normalize_observations=normalize)
-    with torch.no_grad():
-        for parameter in agent.parameters():  # logits and means far enough apart to matter
-            parameter.add_(0.5 * torch.randn_like(parameter))
-    agent.update_normalizer(torch.randn(50, 5) * 3.0 + 1.0)
-    observations = 4.0 * torch.randn(3, 64, 5)
-    observations[:, :8, 0] = 100.0  # beyond the normalizer's clip
-    with torch.inference_mode():
-        torch.manual_seed(1)
-        expected_policy = RolloutPolicy(agent, num_steps=3, num_envs=64, device=torch.device("cpu"))
-        torch.manual_seed(1)
-        actual_policy = NumpyRolloutPolicy(agent, num_steps=3, num_envs=64)
-        expected = [expected_policy(observations[step], step) for step in range(3)]
-        for step in range(3):
-            actions = actual_policy.act(observations[step].numpy(), step)
-            assert np.shares_memory(actions, actual_policy.actions)
-        actual = (actual_policy.actions, actual_policy.rollout_log_probs(), actual_policy.values)
-        for field, array in zip(("action", "log_prob", "value"), actual):
-            wanted = torch.stack([getattr(out, field) for out in expected])
-            assert torch.from_numpy(array).dtype == wanted.dtype
-            torch.testing.assert_close(torch.from_numpy(array), wanted, msg=field)
-        torch.testing.assert_close(actual_policy.value(observations[0, :3]), expected_policy.value(observations[0, :3]))
-
-
-def test_numpy_rollout_policy_refuses_what_it_cannot_run():
-    agent = MLPActorCritic((5,), gym.spaces.Box(-1.0, 1.0, (2,)), state_dependent_std=True)
-    assert "state-dependent" in numpy_unsupported_reason(agent)
-    with pytest.raises(ValueError, match="state-dependent"):
-        NumpyRolloutPolicy(agent, num_steps=1, num_envs=1)
-    assert "not the MLP" in numpy_unsupported_reason(NatureCNNActorCritic((4, 84, 84), gym.spaces.Discrete(6)))
-    assert numpy_unsupported_reason(MLPActorCritic((5,), gym.spaces.Discrete(2), activation="elu")) is None
 
 
 def test_rollout_policy_of_a_shared_trunk_matches_the_agent():

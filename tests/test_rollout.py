@@ -11,7 +11,7 @@ from networks.actor_critic import ActorCritic
 from networks.heads import CategoricalHead
 from ppo.config import PPOConfig
 from ppo.reward_scaling import RewardScaler
-from ppo.trainer import Trainer
+from ppo.loop import Trainer
 from wrappers import make_vector_env
 
 GAMMA = 0.5
@@ -94,7 +94,7 @@ def test_truncation_adds_gamma_times_value_of_final_observation():
 def test_reward_scaling_scales_env_rewards_but_not_the_bootstrap():
     trainers = []
     buffer = rollout("TestCounter-v0", trainer_out=trainers, normalize_rewards=True, reward_clip=100.0)
-    scaler = trainers[0].reward_scaler
+    scaler = trainers[0].collector.reward_scaler
     # Running returns with gamma 0.5 restart every 3 steps: 1, 1.5, 1.75, 1, 1.5, 1.75, 1 in both envs.
     expected = RewardScaler(2, GAMMA, 100.0, torch.device("cpu"))
     expected.update(torch.tensor([1.0, 1.5, 1.75, 1.0, 1.5, 1.75, 1.0] * 2))

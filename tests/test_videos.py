@@ -1,12 +1,10 @@
 """Videos and learning curves: frames rendered from real envs (CartPole through pygame, InvertedPendulum
 through MuJoCo's EGL), GIF/MP4 files read back, the PNG of episodes.csv, and the --capture-video and
-``python -m videos`` command lines."""
+``--record`` command lines."""
 
 import json
 import math
 import os
-import subprocess
-import sys
 
 import gymnasium as gym
 import imageio.v2 as imageio
@@ -15,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+import main as main_entry
 from networks import MLPActorCritic
 from videos import (read_frames, record_episodes, side_by_side, write_gif, write_mp4, write_side_by_side_gif,
                     write_video)
-from videos.cli import main as videos_main
+from ppo.cli import main
 from videos.curves import moving_average, plot_learning_curve
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -168,17 +166,12 @@ def test_moving_average_is_trailing_with_a_short_start():
     np.testing.assert_allclose(moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2), [1.0, 2.0, 4.0, 6.0])
 
 
-def run_videos(*args):
-    return subprocess.run([sys.executable, "-m", "videos", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-
-
 TINY_RUN = ["--environment-id", "CartPole-v1", "--num-envs", "2", "--num-steps-collected", "16",
             "--num-mini-batches", "2", "--num-epochs", "1", "--total-timesteps", "64", "--eval-episodes", "1",
             "--no-progress"]
 
 
-def test_capture_video_run_and_python_m_videos(cli, tmp_path):
+def test_capture_video_run_and_record(cli, tmp_path):
     result = cli("main.py", *TINY_RUN, "--capture-video", "--output-dir", str(tmp_path), "--run-name", "run")
     assert result.returncode == 0, result.stderr
     run = tmp_path / "run"
@@ -201,7 +194,7 @@ def test_capture_video_run_and_python_m_videos(cli, tmp_path):
     read_png(run / "learning_curve.png")
 
     final = run / "checkpoints" / "final.pt"
-    recorded = run_videos(str(final), "--output", str(tmp_path / "x.gif"), "--episodes", "1")
+    recorded = cli("main.py", "--record", str(final), "--output", str(tmp_path / "x.gif"), "--record-episodes", "1")
     assert recorded.returncode == 0, recorded.stderr
     lines = recorded.stdout.strip().splitlines()
     assert lines[0] == str(tmp_path / "x.gif")
@@ -209,25 +202,26 @@ def test_capture_video_run_and_python_m_videos(cli, tmp_path):
     assert report["episodes"] == 1 and len(report["returns"]) == 1
     assert len(iio.imread(tmp_path / "x.gif", index=None)) >= 2
 
-    random = run_videos(str(final), "--output", str(tmp_path / "random.mp4"), "--random", "--episodes", "2")
+    random = cli("main.py", "--record", str(final), "--output", str(tmp_path / "random.mp4"), "--eval-random",
+                 "--record-episodes", "2")
     assert random.returncode == 0, random.stderr
     assert len(json.loads(random.stdout.strip().splitlines()[-1])["returns"]) == 2
     assert mp4_frame_count_and_size(tmp_path / "random.mp4")[1] == (320, 214)
 
 
 @pytest.mark.parametrize("arguments, code, message", [
-    (["{checkpoint}", "--output", "x.avi"], 2, "must end in .gif or .mp4"),
-    (["{checkpoint}", "--output", "x.gif", "--episodes", "0"], 2, "--episodes must be a positive integer"),
-    (["{checkpoint}", "--output", "x.gif", "--random", "--stochastic"], 2, "cannot be combined"),
+    (["{checkpoint}", "--output", "x.avi"], 2, "FILE.gif or FILE.mp4"),
+    (["{checkpoint}", "--output", "x.gif", "--record-episodes", "0"], 2, "--record-episodes must be a positive"),
+    (["{checkpoint}", "--output", "x.gif", "--eval-random", "--stochastic"], 2, "cannot be combined"),
     (["{checkpoint}"], 2, "--output"),
     (["{missing}", "--output", "x.gif"], 4, "does not exist"),
     (["{checkpoint}", "--output", "x.gif"], 4, "broken.pt"),
 ])
-def test_python_m_videos_errors_are_one_line(tmp_path, capsys, arguments, code, message):
+def test_record_errors_are_one_line(tmp_path, capsys, arguments, code, message):
     checkpoint = tmp_path / "broken.pt"
     checkpoint.write_bytes(b"not a checkpoint")
     argv = [a.format(checkpoint=checkpoint, missing=tmp_path / "missing.pt") for a in arguments]
     argv = [str(tmp_path / a) if a.startswith("x.") else a for a in argv]
-    assert videos_main(argv) == code
+    assert main(main_entry.ENTRY, ["--record", *argv]) == code
     error = capsys.readouterr().err
-    assert error.startswith("python -m videos: error:") and message in error and len(error.splitlines()) == 1
+    assert error.startswith("main.py: error:") and message in error and len(error.splitlines()) == 1

@@ -1,6 +1,6 @@
 """Videos and learning curves: render a policy to frames, write GIF/MP4, plot ``episodes.csv``.
 
-    python -m videos runs/<run>/checkpoints/final.pt --output after.gif [--episodes N] [--stochastic]
+    python main.py --record runs/<run>/checkpoints/final.pt --output after.gif   (the entry scripts record checkpoints)
 
 Importing this package does not import matplotlib; :func:`plot_learning_curve` loads it when called.
 """

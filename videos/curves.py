@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ppo.checkpoint import atomic_write
+from common.files import atomic_write
 
 CURVE_FILE = "learning_curve.png"
 

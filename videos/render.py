@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ppo.errors import EnvironmentProblem
+from common.errors import EnvironmentProblem
 
 DEFAULT_MAX_FRAMES = 200
 DEFAULT_MAX_SIZE = 320

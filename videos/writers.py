@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ppo.checkpoint import atomic_write
+from common.files import atomic_write
 from videos.render import put_label
 
 VIDEO_SUFFIXES = (".gif", ".mp4")

@@ -36,7 +36,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.wrappers import vector as vector_wrappers
 
-from ppo.errors import EnvironmentProblem
+from common.errors import EnvironmentProblem
 from wrappers.vector import (EnvironmentInfo, _make_error, describe_environment, environment_spec,
                              is_atari)
 

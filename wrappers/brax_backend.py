@@ -43,7 +43,7 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from ppo.errors import UsageError
+from common.errors import UsageError
 
 BRAX_PREFIX = "brax/"
 INSTALL_HINT = "pip install -r requirements-brax.txt"

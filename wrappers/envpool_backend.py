@@ -56,7 +56,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from gymnasium.wrappers import vector as vector_wrappers
 
-from ppo.errors import EnvironmentProblem, UsageError
+from common.errors import EnvironmentProblem, UsageError
 
 PIP_HINT = "pip install envpool"
 # gymnasium's MuJoCo envs that envpool reimplements; ids -v4 and -v5 (what gymnasium 1.4 makes with mujoco 3).

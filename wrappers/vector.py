@@ -18,7 +18,7 @@ from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers import vector as vector_wrappers
 
-from ppo.errors import EnvironmentProblem
+from common.errors import EnvironmentProblem
 
 # Packages that register environment namespaces when imported.
 NAMESPACE_PACKAGES = {"ALE": "ale_py", "dm_control": "shimmy"}

@@ -1,4 +1,4 @@
-"""Parameters and gradients kept in one flat tensor, so that clipping and Adam cost one call, not one per layer."""
+"""The numpy learner's gradient clip and Adam step, on numpy views of the flat CPU tensors."""
 
 from __future__ import annotations
 
@@ -6,50 +6,6 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
-
-
-def flatten_parameters(parameters: list[nn.Parameter]) -> nn.Parameter:
-    """One flat Parameter ``[P]`` holding the values of ``parameters`` (``P`` their total size), with a zeroed
-    gradient ``[P]``.
-
-    Each of ``parameters`` becomes a view of it, and its ``.grad`` a view of the flat gradient: an optimizer
-    over the flat Parameter updates the network's own weights, and a backward pass accumulates into the
-    flat gradient as long as nobody sets a ``.grad`` to None (zero it with ``flat.grad.zero_()``).
-    The parameters must already be on their final device. Raises ValueError when ``parameters`` is empty or
-    mixes devices or dtypes.
-    """
-    if not parameters:
-        raise ValueError("no parameters to flatten")
-    if len({(p.device, p.dtype) for p in parameters}) > 1:
-        raise ValueError("parameters to flatten must share one device and dtype")
-    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in parameters]))
-    flat.grad = torch.zeros_like(flat)
-    offset = 0
-    for parameter in parameters:
-        size = parameter.numel()
-        parameter.data = flat.data[offset:offset + size].view_as(parameter)
-        parameter.grad = flat.grad[offset:offset + size].view_as(parameter)
-        offset += size
-    return flat
-
-
-def clip_gradient_norm(flat_parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
-    """Scale the gradients of ``flat_parameters`` in place so that their global L2 norm is at most
-    ``max_norm``; returns the norm before clipping (a 0-d tensor).
-
-    The arithmetic of ``torch.nn.utils.clip_grad_norm_`` (scale ``min(1, max_norm / (norm + 1e-6))``), in a
-    handful of operations on the flat gradients instead of a few per parameter.
-    """
-    gradients = [p.grad for p in flat_parameters]
-    if len(gradients) == 1:
-        norm = torch.linalg.vector_norm(gradients[0])
-    else:
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gradients]))
-    scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
-    for gradient in gradients:
-        gradient.mul_(scale)
-    return norm
 
 
 def clip_gradient_norm_arrays(gradients: list[np.ndarray], max_norm: float) -> float:
@@ -134,31 +90,3 @@ class NumpyAdam:
             np.divide(exp_avg, denominator, out=scratch)
             scratch *= np.float32(step_size)
             parameter -= scratch
-
-
-def flat_optimizer_state(state: dict, group_sizes: list[list[int]]) -> dict:
-    """An Adam ``state_dict`` saved with one entry per parameter, converted to one entry per flat
-    Parameter (checkpoints written before the parameters were flattened).
-
-    ``group_sizes[g]`` lists the sizes of the parameters of group ``g``, in order. A state that already has
-    one entry per group is returned unchanged.
-
-    Raises:
-        ValueError: the state's groups do not hold as many parameters as ``group_sizes``.
-    """
-    groups = state["param_groups"]
-    if [len(group["params"]) for group in groups] == [1] * len(group_sizes):
-        return state
-    if [len(group["params"]) for group in groups] != [len(sizes) for sizes in group_sizes]:
-        raise ValueError("the optimizer state does not match this network's parameters")
-    new_state, new_groups = {}, []
-    for index, group in enumerate(groups):
-        entries = [state["state"].get(key) for key in group["params"]]
-        if all(entry is not None for entry in entries):
-            new_state[index] = {
-                "step": entries[0]["step"],
-                "exp_avg": torch.cat([entry["exp_avg"].reshape(-1) for entry in entries]),
-                "exp_avg_sq": torch.cat([entry["exp_avg_sq"].reshape(-1) for entry in entries]),
-            }
-        new_groups.append({**group, "params": [index]})
-    return {"state": new_state, "param_groups": new_groups}

@@ -9,11 +9,10 @@ the chain rule, layer by layer, with the derivatives autograd's backward kernels
 parameter's gradient into its ``.grad`` in place. It runs in numpy on views of the CPU tensors (no copy):
 a numpy operation on these small arrays costs about a microsecond of overhead against several for a
 tensor operation: a Hopper minibatch (64 samples) took about 1.2 ms against 2.2 ms for the same arithmetic
-in torch (beside two training runs).
-``tests/test_mlp_gradient.py`` checks loss and gradients against autograd for every option it supports.
-
-Change the loss in :mod:`ppo.losses` and this module must change with it; ``--no-manual-gradient`` trains
-with autograd instead.
+in torch.
+``tests/test_mlp_gradient.py`` checks loss and gradients against autograd for every option it supports, and
+that :data:`LOSS_OPTIONS` names every option of :func:`ppo.losses.ppo_loss`: a new option there fails it
+until it is written out here. ``--learner torch`` trains with autograd instead.
 """
 
 from __future__ import annotations
@@ -25,12 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from networks.actor_critic import (NUMPY_ACTIVATION_DERIVATIVES, NUMPY_ACTIVATIONS, MLPActorCritic,
-                                   mlp_activation_name, numpy_unsupported_reason)
-from networks.heads import LOG_STD_MAX, LOG_STD_MIN, GaussianHead
+from networks import GaussianHead, MLPActorCritic
+from networks.heads import LOG_STD_MAX, LOG_STD_MIN
+from ppo.learners.numpy.rollout_policy import (NUMPY_ACTIVATION_DERIVATIVES, NUMPY_ACTIVATIONS,
+                                               mlp_activation_name, numpy_unsupported_reason)
 from ppo.losses import LossOutput
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+LOSS_OPTIONS = ("clip_coeff", "ent_loss_coeff", "value_loss_coeff", "clip_value_loss", "normalize_advantages")
+"""The options of :func:`ppo.losses.ppo_loss` that :class:`MLPLossGradient` implements (its tensor arguments
+aside); the contract test fails when ``ppo_loss`` has one that is not here."""
 
 
 def _mean(x: np.ndarray) -> np.float32:
@@ -47,12 +51,6 @@ class _Layer(NamedTuple):
     bias: np.ndarray         # [out]
     weight_grad: np.ndarray  # [out, in]
     bias_grad: np.ndarray    # [out]
-
-
-def unsupported_reason(agent: nn.Module) -> str | None:
-    """None when :class:`MLPLossGradient` can compute this agent's gradient; otherwise why not (the trainer
-    then uses autograd). The same conditions as the numpy rollouts: :func:`networks.numpy_unsupported_reason`."""
-    return numpy_unsupported_reason(agent)
 
 
 class MLPLossGradient:
@@ -76,17 +74,17 @@ class MLPLossGradient:
       activation, with the derivative autograd's backward kernel uses.
 
     Args:
-        agent: the MLP actor-critic (see :func:`unsupported_reason`).
+        agent: the MLP actor-critic (see :func:`numpy_unsupported_reason`).
         ent_loss_coeff, value_loss_coeff, clip_value_loss, normalize_advantages: as in
             :func:`ppo.losses.ppo_loss`.
 
     Raises:
-        ValueError: an agent :func:`unsupported_reason` rejects.
+        ValueError: an agent :func:`numpy_unsupported_reason` rejects.
     """
 
     def __init__(self, agent: MLPActorCritic, ent_loss_coeff: float, value_loss_coeff: float,
                  clip_value_loss: bool, normalize_advantages: bool) -> None:
-        reason = unsupported_reason(agent)
+        reason = numpy_unsupported_reason(agent)
         if reason is not None:
             raise ValueError(f"no hand-written gradient: {reason}")
         self.agent = agent
