@@ -40,3 +40,41 @@ def test_check_mode_reports_a_stale_document(tmp_path, monkeypatch, capsys):
     assert flags.COMMAND in capsys.readouterr().err
     assert flags.main([]) == 0
     assert flags.main(["--check"]) == 0
+
+
+def test_results_document_and_readme_table_match_the_records():
+    from benchmarks import results
+    current, _stale = results.classify(results.load_records())
+    command = "python -m benchmarks.results render --readme README.md"
+    assert results.RESULTS_PATH.read_text() == results.results_markdown(current), (
+        f"docs/results.md no longer matches docs/results/records/ and today's presets; regenerate it with: "
+        f"{command}")
+    readme = (results.ROOT / "README.md").read_text()
+    assert results.readme_block(readme) == results.readme_table(current), (
+        f"the README's results table no longer matches the records; regenerate it with: {command}")
+
+
+def test_compare_markdown_sections_replace_only_their_own(tmp_path):
+    from benchmarks import compare
+    target = tmp_path / "performance.md"
+    compare.write_markdown_section(str(target), "speed", "## Steps per second\n\nALPHA-ONE\n")
+    compare.write_markdown_section(str(target), "time-to-score CartPole-v1", "## Time\n\nBETA-SEEDS\n")
+    compare.write_markdown_section(str(target), "speed", "## Steps per second\n\nALPHA-TWO\n")
+    text = target.read_text()
+    assert text.startswith(compare.PERFORMANCE_HEADER)
+    assert "ALPHA-TWO" in text and "ALPHA-ONE" not in text and "BETA-SEEDS" in text
+    assert text.index("ALPHA-TWO") < text.index("BETA-SEEDS")  # a replaced section keeps its place
+
+
+def test_compare_speed_table_has_every_repeat_median_spread_and_ratio():
+    from benchmarks import compare
+    run = {"env_s": 1.0, "inference_s": 0.5, "update_s": 0.7, "total_s": 2.5, "peak_mib": 300.0}
+    ours = [{**run, "sps": value} for value in (4000.0, 5000.0, 4500.0)]
+    theirs = [{"sps": value, "peak_mib": 280.0} for value in (1000.0, 1250.0, 1100.0)]
+    args = argparse.Namespace(use_gpu=False, compile=False)
+    params = dict(num_envs=1, num_steps=2048, epochs=10, minibatches=32)
+    text = compare.speed_markdown([("Hopper-v4", params, 8192, ours, theirs)], args)
+    row = next(line for line in text.splitlines() if line.startswith("| Hopper-v4"))
+    assert "4,000, 5,000, 4,500" in row and "4,500 (4,000-5,000)" in row
+    assert "1,000, 1,250, 1,100" in row and "1,100 (1,000-1,250)" in row
+    assert "4.09x (4.00-4.09)" in row
