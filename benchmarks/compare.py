@@ -37,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ppo.errors import EXIT_INTERRUPTED  # noqa: E402
+from common.errors import EXIT_INTERRUPTED  # noqa: E402
 
 # name -> (environment id, hyperparameters shared by both libraries, total steps)
 SPEED_CASES = {
@@ -353,7 +353,8 @@ def time_to_score(args: argparse.Namespace) -> None:
           f"{median(ours)}{sb3} (seeds {args.seeds}; "
           "inf = not reached within the step budget" + (f" or {cap:g} s" if cap else "") + ")")
     if args.markdown:
-        key = f"time-to-score {environment_id}" + (" --our-flags" if args.our_flags else "")
+        key = (f"time-to-score {environment_id}" + (" --our-flags" if args.our_flags else "")
+               + (" --skip-sb3" if args.skip_sb3 else ""))
         write_markdown_section(args.markdown, key, time_to_score_markdown(environment_id, threshold, ours,
                                                                           theirs, args))
 
@@ -366,6 +367,15 @@ names its machine and the command that reproduces it; the next run of that comma
 Every measurement is a fresh child process, ours and SB3's alternating, with the same hyperparameters.
 Steps per second count training only (environment steps over the time from the first rollout to the end
 of the last update). Compare ratios within one section: steps/s move with the machine.
+
+The sections and the commands that write them:
+
+```bash
+python benchmarks/compare.py speed --repeats 3 --markdown docs/performance.md
+python benchmarks/compare.py speed --cases humanoid atari --use-gpu --markdown docs/performance.md
+python benchmarks/compare.py time-to-score --environment-id CartPole-v1 --seeds 1 2 3 4 5 --markdown docs/performance.md
+python benchmarks/compare.py time-to-score --environment-id Hopper-v4 --seeds 1 2 3 --max-seconds 240 --markdown docs/performance.md
+```
 """
 
 
