@@ -78,3 +78,43 @@ def test_compare_speed_table_has_every_repeat_median_spread_and_ratio():
     assert "4,000, 5,000, 4,500" in row and "4,500 (4,000-5,000)" in row
     assert "1,000, 1,250, 1,100" in row and "1,100 (1,000-1,250)" in row
     assert "4.09x (4.00-4.09)" in row
+
+
+def _fake_run(run_dir, config, mean_return, wall_time_s=12.5):
+    """A run directory as a finished run leaves it: config.json, metrics.csv and evaluation.json."""
+    import json
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    (run_dir / "evaluation.json").write_text(json.dumps({"mean_return": mean_return, "std_return": 1.0,
+                                                         "episodes": 10}))
+    (run_dir / "metrics.csv").write_text("iteration,global_step,wall_time_s,sps\n1,64,1.0,64\n"
+                                         f"2,99968,{wall_time_s},8000\n")
+
+
+def test_results_collect_and_render_keep_only_todays_preset(tmp_path, monkeypatch):
+    import dataclasses
+    import json
+    from benchmarks import results
+    from ppo.config import resolve_config
+    from ppo.presets import presets_for
+    monkeypatch.setattr(results, "detect_family", lambda environment_id: "discrete")
+    monkeypatch.setattr(results, "RESULTS_PATH", tmp_path / "results.md")
+    preset = resolve_config({"environment_id": "CartPole-v1"},
+                            *(values for _, values in presets_for("CartPole-v1", "discrete")))
+    current = dataclasses.asdict(preset)
+    records = tmp_path / "records"
+    for seed, mean in ((1, 500.0), (2, 480.0), (3, 490.0)):
+        _fake_run(tmp_path / f"run{seed}", {**current, "seed": seed, "run_name": f"run{seed}"}, mean)
+    replaced = {**current, "seed": 4, "num_epochs": current["num_epochs"] + 1}  # another preset
+    _fake_run(tmp_path / "run4", replaced, 100.0)
+    paths = results.collect([tmp_path / f"run{seed}" for seed in (1, 2, 3, 4)], records)
+    assert len(paths) == 4 and len({path.name for path in paths}) == 4
+    record = json.loads(paths[0].read_text())
+    assert record["training"] == {"global_step": 99968, "wall_time_s": 12.5}
+    current_records, stale = results.classify(results.load_records(records))
+    assert sorted(r["seed"] for r in current_records) == [1, 2, 3]
+    assert [path.name for path in stale] == [paths[3].name]
+    table = results.readme_table(current_records)
+    assert "| CartPole-v1 |" in table and "| 1-3 | 490.0 (480.0) |" in table
+    text = results.results_markdown(current_records, records)
+    assert "100.0" not in text and "480.0 (seed 2)" in text
