@@ -437,7 +437,8 @@ def speed_markdown(measured: list[tuple], args: argparse.Namespace) -> str:
             f"| {case} | {', '.join(f'{v:,.0f}' for v in ours_sps)} | {_spread(ours_sps)} | "
             f"{', '.join(f'{v:,.0f}' for v in sb3_sps)} | {_spread(sb3_sps)} | "
             f"{statistics.median(ours_sps) / statistics.median(sb3_sps):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
-            f"{split['env_s']:.1f} / {split['inference_s']:.1f} / {split['update_s']:.1f} of {split['total_s']:.1f} s | "
+            f"{split['env_s']:.1f} / {split['inference_s']:.1f} / {split['update_s']:.1f} "
+            f"of {split['total_s']:.1f} s | "
             f"{max(r['peak_mib'] for r in ours):.0f} / {max(r['peak_mib'] for r in theirs):.0f} MiB |")
     return "\n".join(lines) + "\n"
 
