@@ -101,8 +101,10 @@ class PPOConfig:
                           "cached on disk for later runs)", group="System")
     learner: str = _flag("auto", "what computes the update: torch (the reference: autograd and torch's Adam, any "
                          "network and device), numpy (MLP on the CPU: the same arithmetic in numpy, several times "
-                         "faster for small networks), or auto (numpy where it can, torch elsewhere; the run "
-                         "header says which and why)", choices=("auto", "torch", "numpy"), group="System")
+                         "faster for small networks), cuda-graph (CUDA only, one process: the minibatch step and the "
+                         "rollout's policy step captured in CUDA graphs), or auto (numpy where it can, cuda-graph on "
+                         "a GPU, torch elsewhere; the run header says which and why)",
+                         choices=("auto", "torch", "numpy", "cuda-graph"), group="System")
     output_dir: str = _flag("runs", "parent directory of run directories", group="System")
     run_name: str | None = _flag(None, "name of this run's directory (default: ENV__SEED__TIME)",
                                  group="System")
