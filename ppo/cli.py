@@ -18,8 +18,7 @@ from ppo.config import add_config_arguments
 from ppo.entry import EntryPoint
 from ppo.presets import describe_presets
 
-ACTIONS = ("evaluate", "eval_random", "record", "output", "record_episodes", "stochastic", "resume",
-           "list_presets", "debug")
+ACTIONS = ("evaluate", "eval_random", "record", "output", "record_episodes", "resume", "list_presets", "debug")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,8 +35,8 @@ def build_parser(entry: EntryPoint) -> argparse.ArgumentParser:
                      "presets for the environment (--list-presets), then the flags given.")
     add_config_arguments(parser)
     actions = parser.add_argument_group("Actions")
-    actions.add_argument("--evaluate", metavar="CHECKPOINT", help="evaluate a saved policy deterministically "
-                         "on fresh envs and print JSON {mean_return, std_return, episodes} as the last line")
+    actions.add_argument("--evaluate", metavar="CHECKPOINT", help="evaluate a saved policy on fresh envs (see "
+                         "--eval-policy, --eval-episodes) and print its JSON result as the last line")
     actions.add_argument("--eval-random", action="store_true", help="with --evaluate: also report a uniformly "
                          "random agent's return on the same envs; with --record: record a random agent")
     actions.add_argument("--record", metavar="CHECKPOINT", help="record a saved policy as a video (--output "
@@ -45,8 +44,6 @@ def build_parser(entry: EntryPoint) -> argparse.ArgumentParser:
     actions.add_argument("--output", metavar="FILE", help="with --record: the video to write")
     actions.add_argument("--record-episodes", type=int, default=1, metavar="N",
                          help="with --record: episodes to record, one after another (default: 1)")
-    actions.add_argument("--stochastic", action="store_true", help="with --record: sample actions instead of "
-                         "taking the policy's mode")
     actions.add_argument("--resume", metavar="CHECKPOINT", help="continue the run of this checkpoint in its "
                          "run directory")
     actions.add_argument("--list-presets", action="store_true", help="print the tuned presets and exit")
@@ -67,11 +64,10 @@ def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:
         if sum(action[key] is not None for key in ("evaluate", "record", "resume")) > 1:
             raise UsageError("--evaluate, --record and --resume cannot be combined")
         if action["evaluate"]:
-            from ppo.actions import run_evaluation
+            from ppo.actions import describe_evaluation, run_evaluation
             result = run_evaluation(entry, action["evaluate"], arguments.get("eval_episodes"),
-                                    action["eval_random"], arguments.get("use_gpu", False))
-            line = (f"deterministic policy: {result['mean_return']:.2f} +- {result['std_return']:.2f} over "
-                    f"{result['episodes']} episode{'s' if result['episodes'] != 1 else ''}")
+                                    action["eval_random"], arguments.get("use_gpu", False), arguments.get("eval_policy"))
+            line = describe_evaluation(result)
             if "random_mean_return" in result:
                 line += f"; random agent: {result['random_mean_return']:.2f} +- {result['random_std_return']:.2f}"
             print(line)
@@ -80,7 +76,7 @@ def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:
         if action["record"]:
             from ppo.actions import record_checkpoint
             result = record_checkpoint(entry, action["record"], action["output"], action["record_episodes"],
-                                       action["stochastic"], action["eval_random"])
+                                       action["eval_random"], arguments.get("eval_policy"))
             print(result["path"])
             print(json.dumps({key: result[key] for key in ("returns", "mean_return", "episodes")}))
             return 0

@@ -110,8 +110,12 @@ class PPOConfig:
                                  group="System")
     checkpoint_interval: int = _flag(25, "write checkpoints/latest.pt every this many iterations "
                                      "(0: only at the end)", group="System")
-    eval_episodes: int = _flag(10, "episodes of the deterministic evaluation at the end (0: none) and with "
-                               "--evaluate", group="System")
+    eval_episodes: int = _flag(10, "episodes of the evaluation at the end (0: none) and with --evaluate",
+                               group="System")
+    eval_policy: str = _flag("mode", "actions in evaluations and recordings: the policy's mode (argmax, Gaussian "
+                             "mean) or samples from it (the atari preset's choice, as RL Zoo and CleanRL evaluate "
+                             "Atari agents: an argmax policy can freeze)", choices=("mode", "sample"),
+                             group="System")
     progress: bool = _flag(True, "show a progress bar", group="System")
     capture_video: bool = _flag(False, "record videos/before.gif of the untrained agent and "
                                 "videos/after.gif/.mp4 plus before_after.gif at the end", group="System")

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from common.errors import EXIT_INTERRUPTED, NumericalError, UsageError
-from ppo.actions import evaluate_agent, record_videos
+from ppo.actions import describe_evaluation, evaluate_agent, record_videos
 from ppo.checkpoint import load_checkpoint, seed_rngs
 from ppo.config import PPOConfig, resolve_config
 from ppo.distributed import DistributedContext, init_from_environment
@@ -208,8 +208,7 @@ def _run(entry: EntryPoint, plan: RunPlan, device: torch.device, distributed: Di
     if config.eval_episodes:
         result = evaluate_agent(entry, config, agent, config.eval_episodes, device)
         (run_dir / "evaluation.json").write_text(json.dumps(result) + "\n")
-        print(f"Evaluation ({config.eval_episodes} episodes, deterministic): "
-              f"{result['mean_return']:.2f} +- {result['std_return']:.2f}")
+        print(f"Evaluation, {describe_evaluation(result)}")
         print(_comparison_line(config, info))
     if config.capture_video:
         record_videos(entry, config, agent, run_dir, "after")

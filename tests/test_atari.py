@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from networks import NatureCNNActorCritic
-from ppo.config import FIELDS
+from ppo.config import FIELDS, PPOConfig
+from ppo.loop import Trainer
 from ppo.recorder import EPISODE_COLUMNS, METRIC_COLUMNS
 from wrappers import describe_atari_environment, make_atari_env, make_atari_vector_env
 
@@ -179,7 +180,8 @@ def test_main_atari_trains_evaluates_and_writes_the_run_directory(cli, tmp_path)
                      "--eval-episodes", "1")
     assert evaluation.returncode == 0, evaluation.stderr
     report = json.loads(evaluation.stdout.strip().splitlines()[-1])
-    assert set(report) == {"mean_return", "std_return", "episodes"} and report["episodes"] == 1
+    assert set(report) == {"mean_return", "std_return", "episodes", "policy", "seconds"} and report["episodes"] == 1
+    assert report["policy"] == "sample"  # the atari preset samples, as RL Zoo and CleanRL evaluate Atari agents
     assert -21 <= report["mean_return"] <= 21  # a raw Pong score, not a clipped per-life one
 
 
@@ -221,3 +223,51 @@ def test_normalization_flags_are_refused_before_any_work(tmp_path, capsys):
     assert code == 2
     assert "drop --normalize-rewards" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no run directory was created
+
+
+def test_fire_follows_every_lost_life_so_a_noop_agent_still_ends_its_games():
+    """Breakout needs FIRE to relaunch the ball after a lost life: without it a NOOP agent's first lost life
+    freezes the game until the 27,000-step cap. With FIRE after each lost life (training and evaluation envs),
+    its games end within a few hundred steps, and in training every lost life ends a learning episode."""
+    for evaluation in (False, True):
+        envs = make_atari_vector_env("ALE/Breakout-v5", 2, evaluation=evaluation)
+        envs.reset(seed=1)
+        learning_episode_ends = games = 0
+        for _ in range(1500):
+            _, _, terminations, truncations, infos = envs.step(np.zeros(2, np.int64))
+            learning_episode_ends += int((terminations | truncations).sum())
+            games += int(infos.get("_episode", np.zeros(2, bool)).sum())
+        envs.close()
+        assert games >= 4, (evaluation, games)
+        assert learning_episode_ends >= (games if evaluation else 5 * games), (evaluation, learning_episode_ends, games)
+
+
+def test_breakout_rollout_lines_up_and_one_update_follows_the_advantages():
+    """A real Breakout rollout through the collector: rewards clipped to their sign, every lost life a
+    termination where the GAE chain is cut (A = r - V there), and one torch update raising the log-probability
+    of actions in proportion to their advantage (sign-flipped advantages or a broken loss make it negative)."""
+    config = PPOConfig(environment_id="ALE/Breakout-v5", num_envs=8, num_steps_collected=64, num_mini_batches=4,
+                       num_epochs=2, total_timesteps=512, learning_rate=2.5e-4, clip_coeff=0.1, ent_loss_coeff=0.01,
+                       normalize_observations=False, normalize_rewards=False, learner="torch")
+    info = describe_atari_environment(config.environment_id)
+    envs = make_atari_vector_env(config.environment_id, config.num_envs)
+    torch.manual_seed(0)
+    agent = NatureCNNActorCritic(info.observation_space.shape, info.action_space)
+    trainer = Trainer(config, envs, agent, torch.device("cpu"))
+    trainer.seed_everything()
+    assert trainer.collect_rollout()
+    envs.close()
+    buffer = trainer.buffer
+    assert set(buffer.rewards.unique().tolist()) <= {-1.0, 0.0, 1.0} and buffer.rewards.abs().sum() > 0
+    terminal = buffer.terminations.bool()
+    assert terminal.sum() >= 2 and not buffer.truncations.any()
+    torch.testing.assert_close(buffer.advantages[terminal], buffer.rewards[terminal] - buffer.values[terminal])
+    observations, actions = buffer.observations.flatten(0, 1), buffer.actions.flatten()
+    advantages = buffer.advantages.flatten()
+    advantages = (advantages - advantages.mean()) / advantages.std()
+    with torch.no_grad():
+        before = agent.get_action_and_value(observations, actions).log_prob
+    trainer.learner.update(buffer, config.clip_coeff)
+    with torch.no_grad():
+        after = agent.get_action_and_value(observations, actions).log_prob
+    assert float(((after - before) * advantages).mean()) > 0

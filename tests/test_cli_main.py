@@ -59,7 +59,8 @@ def test_main_trains_and_evaluates(cli, tmp_path, environment_id):
     evaluation = cli("main.py", "--evaluate", str(run_dir / "checkpoints" / "final.pt"), "--eval-episodes", "3")
     assert evaluation.returncode == 0, evaluation.stderr
     report = json.loads(evaluation.stdout.strip().splitlines()[-1])
-    assert set(report) == {"mean_return", "std_return", "episodes"} and report["episodes"] == 3
+    assert set(report) == {"mean_return", "std_return", "episodes", "policy", "seconds"} and report["episodes"] == 3
+    assert report["policy"] == "mode"  # the default outside Atari
 
 
 def test_eval_episodes_zero_skips_the_final_evaluation(cli, tmp_path):

@@ -212,7 +212,7 @@ def test_capture_video_run_and_record(cli, tmp_path):
 @pytest.mark.parametrize("arguments, code, message", [
     (["{checkpoint}", "--output", "x.avi"], 2, "FILE.gif or FILE.mp4"),
     (["{checkpoint}", "--output", "x.gif", "--record-episodes", "0"], 2, "--record-episodes must be a positive"),
-    (["{checkpoint}", "--output", "x.gif", "--eval-random", "--stochastic"], 2, "cannot be combined"),
+    (["{checkpoint}", "--output", "x.gif", "--eval-random", "--eval-policy", "sample"], 2, "cannot be combined"),
     (["{checkpoint}"], 2, "--output"),
     (["{missing}", "--output", "x.gif"], 4, "does not exist"),
     (["{checkpoint}", "--output", "x.gif"], 4, "broken.pt"),

@@ -10,8 +10,12 @@ preprocessing in C++ threads:
 - sticky actions with probability ``sticky_action_probability`` (Machado et al. 2018; 0.25 in ``-v5``);
 - games cut (truncated, so bootstrapped) at 108,000 frames = 27,000 steps.
 
-On top of it, for learning only (not in evaluation envs): a lost life ends the learning episode while
-the game goes on (DeepMind's ``EpisodicLifeEnv``), and rewards are clipped to their sign. Episode
+In games whose action 1 is FIRE (Breakout, ...), FIRE is also pressed after every lost life, in training and
+in evaluation, as openai/baselines and CleanRL do (``FireResetEnv`` around ``EpisodicLifeEnv``): without it an
+agent must learn to relaunch the ball itself, and an untrained one idles until the 27,000-step cap
+(:class:`FireAfterLifeLoss`). On top of it, for learning only (not in evaluation envs): a lost life ends the
+learning episode while the game goes on (DeepMind's ``EpisodicLifeEnv``), and rewards are clipped to their
+sign. Episode
 statistics (``infos["episode"]["r"|"l"]``, mask ``infos["_episode"]``) are recorded *before* both, by
 gymnasium's vector ``RecordEpisodeStatistics``: they are full-game raw scores (all lives, unclipped), and
 lengths in agent steps (4 frames each).
@@ -29,6 +33,7 @@ same preprocessing from gymnasium's ``AtariPreprocessing`` and ``FrameStackObser
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import gymnasium as gym
@@ -81,6 +86,55 @@ class FinalObservationMask(VectorWrapper):
         return observations, rewards, terminations, truncations, infos
 
 
+@functools.lru_cache(maxsize=None)
+def fire_action(environment_id: str) -> int | None:
+    """The index of FIRE in a game's minimal action set when the game needs FIRE to start or relaunch (its
+    action 1 is FIRE and it has at least 3 actions, the test of openai/baselines' ``FireResetEnv``), else None."""
+    env = gym.make(environment_id)
+    try:
+        meanings = env.unwrapped.get_action_meanings()
+    finally:
+        env.close()
+    return 1 if len(meanings) >= 3 and meanings[1] == "FIRE" else None
+
+
+class FireAfterLifeLoss(VectorWrapper):
+    """Presses FIRE at the step after an env loses a life (and has lives left), in place of the action given.
+
+    ale-py's vector env presses FIRE only when a game starts (``use_fire_reset``). The reference wrappers
+    (openai/baselines and CleanRL: ``FireResetEnv`` around ``EpisodicLifeEnv``) also press it after every lost
+    life, inside the reset of the new learning episode. A vector env cannot step one game alone, so here the
+    first action after a lost life becomes FIRE; the agent's sampled action for that step is stored as usual
+    and its log-probability does not depend on what the env did, so its expected policy gradient there is
+    zero. Needs ``infos["lives"]``.
+
+    Args:
+        env: the vector env (all games of one id).
+        fire: the FIRE action index (:func:`fire_action`).
+    """
+
+    def __init__(self, env: VectorEnv, fire: int) -> None:
+        super().__init__(env)
+        self.fire = fire
+        self.lives = np.zeros(self.num_envs, dtype=np.int64)
+        self.pending = np.zeros(self.num_envs, dtype=bool)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        observations, infos = self.env.reset(seed=seed, options=options)
+        self.lives = np.array(infos["lives"], dtype=np.int64)
+        self.pending[:] = False
+        return observations, infos
+
+    def step(self, actions: np.ndarray) -> tuple[Any, Any, np.ndarray, np.ndarray, dict[str, Any]]:
+        if self.pending.any():
+            actions = np.where(self.pending, self.fire, actions)
+        observations, rewards, terminations, truncations, infos = self.env.step(actions)
+        lives = np.array(infos["lives"], dtype=np.int64)
+        self.pending = (0 < lives) & (lives < self.lives) & ~(terminations | truncations)
+        self.lives = lives
+        return observations, rewards, terminations, truncations, infos
+
+
 class LifeLossTermination(VectorWrapper):
     """Ends the *learning* episode of an env when it loses a life, while its game goes on.
 
@@ -122,7 +176,8 @@ def make_atari_vector_env(environment_id: str, num_envs: int, vectorization_mode
 
     Observations are ``[num_envs, 4, 84, 84]`` uint8, actions ``[num_envs]`` int (the game's minimal action
     set). Wrapper order, inside out: ale-py's vector env (raw rewards, terminal only at game over) ->
-    :class:`FinalObservationMask` -> ``RecordEpisodeStatistics`` (full-game raw scores) -> for training only,
+    :class:`FinalObservationMask` -> :class:`FireAfterLifeLoss` (FIRE games) -> ``RecordEpisodeStatistics``
+    (full-game raw scores) -> for training only,
     :class:`LifeLossTermination` and ``TransformReward(np.sign)`` (rewards in {-1, 0, 1}).
 
     Args:
@@ -157,7 +212,10 @@ def make_atari_vector_env(environment_id: str, num_envs: int, vectorization_mode
                             episodic_life=False, life_loss_info=False, reward_clipping=False)
     except Exception as error:  # noqa: BLE001 - any failure of third-party env code is reported in one line
         raise _make_error(environment_id, error) from error
-    envs = vector_wrappers.RecordEpisodeStatistics(FinalObservationMask(envs))
+    envs = FinalObservationMask(envs)
+    if fire_action(environment_id) is not None:
+        envs = FireAfterLifeLoss(envs, fire_action(environment_id))
+    envs = vector_wrappers.RecordEpisodeStatistics(envs)
     if not evaluation:
         envs = vector_wrappers.TransformReward(LifeLossTermination(envs), np.sign)
     return envs
