@@ -26,8 +26,8 @@ FLAGS_PATH = ROOT / "docs" / "flags.md"
 PRESETS_PATH = ROOT / "docs" / "presets.md"
 COMMAND = "python -m benchmarks.flags"
 ENTRY_MODULES = ("main", "main_atari")
-# "(base default: X)" at the end of a help text: the default goes to its own column.
-_BASE_DEFAULT = re.compile(r"\s*\(base default: (?P<value>.*)\)\s*$")
+# "(default: X)" at the end of a help text: the default goes to its own column.
+_BASE_DEFAULT = re.compile(r"\s*\((?:base )?default: (?P<value>[^()]*)\)\s*$")
 
 
 def _cell(text: Any) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import random
@@ -20,8 +21,22 @@ VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` (tensors and plain Python data only) to ``path`` with :func:`atomic_write`."""
-    atomic_write(path, lambda temporary: torch.save({"format": FORMAT, "version": VERSION, **state}, temporary))
+    """Write ``state`` (tensors and plain Python data only) to ``path`` with :func:`atomic_write`.
+
+    The checkpoint is serialized in memory first and then written with plain file writes, so a full disk
+    gives an ``OSError`` with its errno (torch's own file writer reports "basic_ios::clear: iostream error").
+
+    Raises:
+        OSError: the file cannot be written (ENOSPC, EDQUOT, EROFS, EIO, ...); a previous file at ``path`` is
+            left as it was.
+    """
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "version": VERSION, **state}, buffer)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "wb") as handle:
+            handle.write(buffer.getbuffer())
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from typing import Sequence
@@ -31,9 +32,11 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(entry: EntryPoint) -> argparse.ArgumentParser:
     """The full parser: every :class:`ppo.config.PPOConfig` field plus the actions (evaluate, record, resume,
     presets)."""
-    parser = _Parser(prog=entry.script, description=entry.description + " Values: base defaults, then the "
-                     "presets for the environment (--list-presets), then the flags given.")
-    add_config_arguments(parser)
+    parser = _Parser(prog=entry.script, usage=f"python {entry.script} [FLAGS] | --evaluate/--record/--resume "
+                     "CHECKPOINT | --list-presets", description=entry.description + " Values: the defaults below, then "
+                     "the presets for the environment (--list-presets), then the flags given.",
+                     formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=36, width=110))
+    add_config_arguments(parser, entry.name)
     actions = parser.add_argument_group("Actions")
     actions.add_argument("--evaluate", metavar="CHECKPOINT", help="evaluate a saved policy on fresh envs (see "
                          "--eval-policy, --eval-episodes) and print its JSON result as the last line")
@@ -90,3 +93,6 @@ def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{entry.script}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the output went to a pipe that closed early (| head): nothing more to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the interpreter's final flush is silent
+        return 0

@@ -20,10 +20,14 @@ from typing import Any
 from common.errors import UsageError
 
 
+ENTRIES = ("main", "atari")
+"""The entry points (``EntryPoint.name``) whose command lines show a field, unless its ``entries`` say."""
+
+
 def _flag(default: Any, help: str, aliases: tuple[str, ...] = (), choices: tuple[str, ...] | None = None,
-          group: str = "PPO") -> Any:
+          group: str = "PPO", entries: tuple[str, ...] = ENTRIES) -> Any:
     return field(default=default, metadata={"help": help, "aliases": aliases, "choices": choices,
-                                            "group": group})
+                                            "group": group, "entries": entries})
 
 
 @dataclass(frozen=True)
@@ -40,15 +44,15 @@ class PPOConfig:
                                     "in one subprocess each (faster when the simulator dominates)",
                                     choices=("sync", "async"), group="Environment")
     env_backend: str = _flag("gymnasium", "what steps the envs: gymnasium's vector envs (see "
-                             "--vectorization-mode), envpool's C++ thread pool (MuJoCo and Atari ids; pip install "
-                             "envpool), or Brax on JAX (brax/<name> ids; pip install -r requirements-brax.txt)",
+                             "--vectorization-mode), envpool's C++ thread pool (MuJoCo and Atari ids; pip install -r "
+                             "requirements-envpool.txt), or Brax on JAX (brax/<name> ids; pip install -r requirements-brax.txt)",
                              choices=("gymnasium", "envpool", "brax"), group="Environment")
     total_timesteps: int = _flag(1_000_000, "environment steps to train for, summed over all envs",
                                  group="Environment")
     sticky_action_probability: float = _flag(0.25, "Atari (main_atari.py): probability that the emulator "
                                              "repeats the previous action instead of the new one, per frame "
                                              "(Machado et al. 2018; 0 for the old deterministic games)",
-                                             group="Environment")
+                                             group="Environment", entries=("atari",))
     # Rollout and update
     num_steps_collected: int = _flag(2048, "steps collected per environment per rollout", ("--num-steps",))
     num_mini_batches: int = _flag(32, "NUMBER of minibatches per epoch (their size is num_envs * "
@@ -72,18 +76,22 @@ class PPOConfig:
     normalize_advantages: bool = _flag(True, "normalize advantages per minibatch", ("--norm-adv",))
     target_kl: float | None = _flag(None, "stop the epochs of an update early once approx KL exceeds this")
     normalize_observations: bool = _flag(True, "normalize observations with running statistics kept "
-                                         "inside the agent")
-    observation_clip: float = _flag(10.0, "clip normalized observations to +-this")
-    normalize_rewards: bool = _flag(True, "scale rewards by the std of a running discounted return")
-    reward_clip: float = _flag(10.0, "clip scaled rewards to +-this")
+                                         "inside the agent", entries=("main",))
+    observation_clip: float = _flag(10.0, "clip normalized observations to +-this", entries=("main",))
+    normalize_rewards: bool = _flag(True, "scale rewards by the std of a running discounted return",
+                                    entries=("main",))
+    reward_clip: float = _flag(10.0, "clip scaled rewards to +-this", entries=("main",))
     # Network
-    hidden_size: int = _flag(64, "units per hidden layer (width)", group="Network")
-    num_hidden_layers: int = _flag(2, "hidden layers in the actor and in the critic (depth)", group="Network")
-    activation: str = _flag("tanh", "hidden activation", choices=("tanh", "relu", "elu"), group="Network")
+    hidden_size: int = _flag(64, "units per hidden layer (width)", group="Network", entries=("main",))
+    num_hidden_layers: int = _flag(2, "hidden layers in the actor and in the critic (depth)", group="Network",
+                                   entries=("main",))
+    activation: str = _flag("tanh", "hidden activation", choices=("tanh", "relu", "elu"), group="Network",
+                            entries=("main",))
     std_mode: str = _flag("state-independent", "Gaussian policies: a learned log-std vector "
                           "(state-independent) or a softplus std head (state-dependent)",
-                          choices=("state-independent", "state-dependent"), group="Network")
-    init_log_std: float = _flag(0.0, "initial log standard deviation of Gaussian policies", group="Network")
+                          choices=("state-independent", "state-dependent"), group="Network", entries=("main",))
+    init_log_std: float = _flag(0.0, "initial log standard deviation of Gaussian policies", group="Network",
+                                entries=("main",))
     orthogonal_init: bool = _flag(True, "orthogonal initial weights (gain sqrt(2) hidden, 0.01 policy output, 1 "
                                   "value; Engstrom et al. 2020); --no-orthogonal-init keeps PyTorch's default "
                                   "initialisation, as RL Zoo's ortho_init=False", group="Network")
@@ -156,18 +164,23 @@ def _parse_optional_str(text: str) -> str | None:
     return None if text.lower() == "none" else text
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per :class:`PPOConfig` field, with ``default=argparse.SUPPRESS``.
+def add_config_arguments(parser: argparse.ArgumentParser, entry: str | None = None) -> None:
+    """Add one flag per :class:`PPOConfig` field shown to ``entry`` (an ``EntryPoint.name``; None: all), with
+    ``default=argparse.SUPPRESS``.
 
-    Suppressed defaults let :func:`resolve_config` tell the flags a user typed from the ones left out.
+    Suppressed defaults let :func:`resolve_config` tell the flags a user typed from the ones left out. Each help
+    text ends with the field's default once (presets, ``--list-presets``, may replace it for an environment).
     """
     groups: dict[str, argparse._ArgumentGroup] = {}
+    metavars = {int: "N", float: "X", str: "TEXT"}
     for name, f in FIELDS.items():
+        if entry is not None and entry not in f.metadata["entries"]:
+            continue
         group = groups.setdefault(f.metadata["group"], parser.add_argument_group(f.metadata["group"]))
         names = [flag_name(name), *f.metadata["aliases"]]
         kind = _TYPES[name]
-        # The base default; presets (--list-presets) may replace it for the chosen environment.
-        help_text = f"{f.metadata['help']} (base default: {f.default})".replace("%", "%%")
+        default = "" if "default:" in f.metadata["help"] else f" (default: {f.default})"
+        help_text = f"{f.metadata['help']}{default}".replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
         if kind is bool:
             group.add_argument(*names, action=argparse.BooleanOptionalAction,
@@ -175,12 +188,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             continue
         if kind in (float | None,):
             kwargs["type"] = _parse_optional_float
-            kwargs["metavar"] = "FLOAT|none"
+            kwargs["metavar"] = "X|none"
         elif kind in (str | None,):
             kwargs["type"] = _parse_optional_str
+            kwargs["metavar"] = "NAME"
         else:
             kwargs["type"] = kind
+            kwargs["metavar"] = {"environment_id": "ID", "output_dir": "DIR"}.get(name, metavars.get(kind))
         if f.metadata["choices"]:
+            kwargs.pop("metavar", None)
             kwargs["choices"] = f.metadata["choices"]
         group.add_argument(*names, help=help_text, **kwargs)
 

@@ -12,7 +12,7 @@ import torch
 from gymnasium.vector import VectorEnv
 from torch import nn
 
-from common.errors import NumericalError
+from common.errors import NumericalError, write_failure
 from ppo.checkpoint import load_rng_states, rng_states, save_checkpoint, seed_rngs
 from ppo.config import PPOConfig
 from ppo.distributed import DistributedContext
@@ -53,6 +53,8 @@ class Trainer:
         stop_requested: set it (from a signal handler) to stop at the next step; the rollout under way is
             abandoned and checkpoints keep the state from before it.
         on_checkpoint: None, or a callable given the path of every checkpoint :meth:`save` writes.
+        last_checkpoint: ``(path, global_step)`` of the newest checkpoint written (or resumed from), all
+            ranks' steps; None before the first.
         timings: seconds of ``update`` (GAE, update, normalizer), ``logging`` and ``checkpoints``; the
             collector's ``env`` and ``inference`` are in ``collector.timings``.
     """
@@ -77,6 +79,7 @@ class Trainer:
         self.consecutive_faults = 0
         self.stop_requested = False
         self.on_checkpoint: Callable[[Path], None] | None = None
+        self.last_checkpoint: tuple[Path, int] | None = None
         self.resume_point: dict[str, Any] | None = None
         self.abandoned_rollout = False
         self.env_restored = False
@@ -250,14 +253,22 @@ class Trainer:
             self.learner.minibatch_generator.manual_seed(self.seed + self.iteration)
 
     def save(self, name: str) -> Path | None:
-        """Write ``checkpoint_dir/name`` atomically; returns its path (None without a checkpoint_dir)."""
+        """Write ``checkpoint_dir/name`` atomically; returns its path (None without a checkpoint_dir).
+
+        Raises:
+            WriteFailure: the file cannot be written (disk full, ...); a previous file of that name is intact.
+        """
         if self.checkpoint_dir is None:
             return None
         started = time.perf_counter()
         path = self.checkpoint_dir / name
         if not self.abandoned_rollout:
             self.resume_point = self._capture_resume_point()
-        save_checkpoint(path, self.state_dict())
+        try:
+            save_checkpoint(path, self.state_dict())
+        except OSError as error:
+            raise write_failure(path, error) from error
+        self.last_checkpoint = (path, int(self.resume_point["global_step"]) * self.step_scale)
         if self.on_checkpoint is not None:
             self.on_checkpoint(path)
         self.timings["checkpoints"] += time.perf_counter() - started

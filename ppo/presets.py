@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -34,12 +35,15 @@ def published_result(environment_id: str) -> dict[str, Any] | None:
     return load_presets().get("published", {}).get(environment_id)
 
 
-def describe_presets() -> str:
-    """A readable listing of every preset, for ``--list-presets``."""
+def describe_presets(width: int = 100) -> str:
+    """A readable listing of every preset, for ``--list-presets``: per preset its name, its source wrapped to
+    ``width`` characters, and one ``key = value`` line per value."""
     data = load_presets()
     lines = []
     for kind in ("family", "environment"):
         for name, table in data.get(kind, {}).items():
-            lines.append(f"{kind} {name}  ({table.get('source', '')})")
+            lines.append(f"{kind} {name}")
+            lines.extend(textwrap.wrap(f"source: {table.get('source', '')}", width, initial_indent="    ",
+                                       subsequent_indent="        "))
             lines.extend(f"    {key} = {value}" for key, value in table.items() if key != "source")
     return "\n".join(lines)

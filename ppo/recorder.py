@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from common.errors import write_failure
+from common.files import atomic_write
 from ppo.config import PPOConfig
 
 METRIC_COLUMNS = ("iteration", "global_step", "wall_time_s", "sps", "episodic_return_mean",
@@ -18,15 +23,63 @@ EPISODE_COLUMNS = ("global_step", "wall_time_s", "return", "length")
 
 
 def _keep_rows_up_to(path: Path, columns: tuple[str, ...], global_step: int) -> None:
-    """Drop rows logged after ``global_step`` (a resumed run repeats them), keeping the header."""
+    """Drop rows logged after ``global_step`` (a resumed run repeats them), keeping the header. A last line
+    without its line end (cut short by ``kill -9``) and rows that cannot be parsed are dropped too. The file
+    is replaced atomically, so a kill during the resume itself loses nothing.
+
+    Raises:
+        OSError: the file cannot be read or written.
+    """
     if not path.exists():
         return
     with path.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if int(float(row["global_step"])) <= global_step]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+        text = handle.read()
+    if not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+    rows = []
+    for row in csv.DictReader(io.StringIO(text, newline="")):
+        try:
+            if int(float(row["global_step"])) <= global_step and None not in row.values():
+                rows.append(row)
+        except (KeyError, TypeError, ValueError):
+            continue
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    atomic_write(path, write)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OSError while writing ``path`` into :class:`common.errors.WriteFailure` naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise write_failure(path, error) from error
+
+
+_quiet_hook_installed = False
+
+
+def _quiet_tensorboard_thread() -> None:
+    """TensorBoard's writer thread dies on a write error (disk full) and the error surfaces again in the main
+    thread at the next ``add_scalar`` or ``close``, where it becomes a one-line WriteFailure; keep the
+    thread's own traceback off stderr."""
+    global _quiet_hook_installed
+    if _quiet_hook_installed:
+        return
+    previous = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, Exception):
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    _quiet_hook_installed = True
 
 
 def _format(value: Any) -> Any:
@@ -43,25 +96,36 @@ class RunRecorder:
     ``resume_step``, rows after that step are dropped and TensorBoard purges its events after it, so the
     curves carry on from the checkpoint without duplicates. ``config.json`` holds the config and the
     ``resolved`` choices made at start-up (for example ``resolved_learner``).
+
+    Every method raises :class:`common.errors.WriteFailure` (naming the file) when a file cannot be written:
+    disk full, quota exceeded, read-only file system, I/O error.
     """
 
     def __init__(self, run_dir: Path, config: PPOConfig, resume_step: int | None = None,
                  tensorboard: bool = True, resolved: dict[str, Any] | None = None) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps({**dataclasses.asdict(config), **(resolved or {})},
-                                                             indent=2) + "\n")
-        metrics_path, episodes_path = self.run_dir / "metrics.csv", self.run_dir / "episodes.csv"
-        if resume_step is not None:
-            _keep_rows_up_to(metrics_path, METRIC_COLUMNS, resume_step)
-            _keep_rows_up_to(episodes_path, EPISODE_COLUMNS, resume_step)
-        self._metrics_file = self._open(metrics_path, METRIC_COLUMNS)
-        self._episodes_file = self._open(episodes_path, EPISODE_COLUMNS)
+        self._metrics_file = self._episodes_file = None
         self.writer = None
+        config_text = json.dumps({**dataclasses.asdict(config), **(resolved or {})}, indent=2) + "\n"
+        with _writing(self.run_dir / "config.json"):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.run_dir / "config.json", lambda temporary: Path(temporary).write_text(config_text))
+        self.metrics_path, self.episodes_path = self.run_dir / "metrics.csv", self.run_dir / "episodes.csv"
+        self.tensorboard_dir = self.run_dir / "tensorboard"
+        if resume_step is not None:
+            for path, columns in ((self.metrics_path, METRIC_COLUMNS), (self.episodes_path, EPISODE_COLUMNS)):
+                with _writing(path):
+                    _keep_rows_up_to(path, columns, resume_step)
+        with _writing(self.metrics_path):
+            self._metrics_file = self._open(self.metrics_path, METRIC_COLUMNS)
+        with _writing(self.episodes_path):
+            self._episodes_file = self._open(self.episodes_path, EPISODE_COLUMNS)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            # a queue of 1000 events: add_scalar rarely waits for the writer thread (29 against 47 us a call)
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step, max_queue=1000)
+            _quiet_tensorboard_thread()
+            with _writing(self.tensorboard_dir):
+                # a queue of 1000 events: add_scalar rarely waits for the writer thread (29 against 47 us a call)
+                self.writer = SummaryWriter(str(self.tensorboard_dir), purge_step=resume_step, max_queue=1000)
 
     @staticmethod
     def _open(path: Path, columns: tuple[str, ...]):
@@ -75,33 +139,53 @@ class RunRecorder:
     def log_iteration(self, metrics: dict[str, Any]) -> None:
         """One ``metrics.csv`` row; keys are :data:`METRIC_COLUMNS` (NaN is written as an empty cell)."""
         handle, writer = self._metrics_file
-        writer.writerow({key: _format(metrics.get(key, float("nan"))) for key in METRIC_COLUMNS})
-        handle.flush()
+        with _writing(self.metrics_path):
+            writer.writerow({key: _format(metrics.get(key, float("nan"))) for key in METRIC_COLUMNS})
+            handle.flush()
         if self.writer is not None:
             step = metrics["global_step"]
-            for key in METRIC_COLUMNS[3:]:
-                value = metrics.get(key)
-                if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                    section = "charts" if key.startswith("episodic") or key in ("sps", "learning_rate") \
-                        else "losses"
-                    self.writer.add_scalar(f"{section}/{key}", value, step)
+            with _writing(self.tensorboard_dir):
+                for key in METRIC_COLUMNS[3:]:
+                    value = metrics.get(key)
+                    if value is not None and not (isinstance(value, float) and math.isnan(value)):
+                        section = "charts" if key.startswith("episodic") or key in ("sps", "learning_rate") \
+                            else "losses"
+                        self.writer.add_scalar(f"{section}/{key}", value, step)
 
     def log_episodes(self, episodes: list[tuple[int, float, float, int]]) -> None:
         """Rows ``(global_step, wall_time_s, return, length)`` of finished episodes."""
         if not episodes:
             return
         handle, writer = self._episodes_file
-        for global_step, wall_time, episode_return, length in episodes:
-            writer.writerow({"global_step": global_step, "wall_time_s": f"{wall_time:.3f}",
-                             "return": f"{episode_return:.6g}", "length": length})
-            if self.writer is not None:
-                self.writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                self.writer.add_scalar("charts/episodic_length", length, global_step)
-        handle.flush()
-
-    def close(self) -> None:
-        """Flush and close every file."""
-        for handle, _ in (self._metrics_file, self._episodes_file):
-            handle.close()
+        with _writing(self.episodes_path):
+            for global_step, wall_time, episode_return, length in episodes:
+                writer.writerow({"global_step": global_step, "wall_time_s": f"{wall_time:.3f}",
+                                 "return": f"{episode_return:.6g}", "length": length})
+            handle.flush()
         if self.writer is not None:
-            self.writer.close()
+            with _writing(self.tensorboard_dir):
+                for global_step, _wall_time, episode_return, length in episodes:
+                    self.writer.add_scalar("charts/episodic_return", episode_return, global_step)
+                    self.writer.add_scalar("charts/episodic_length", length, global_step)
+
+    def close(self, quiet: bool = False) -> None:
+        """Flush and close every file; ``quiet`` (an error is already on its way) swallows write errors.
+
+        Raises:
+            WriteFailure: a file could not be flushed (unless ``quiet``).
+        """
+        first: BaseException | None = None
+        targets = [(self.metrics_path, self._metrics_file and self._metrics_file[0]),
+                   (self.episodes_path, self._episodes_file and self._episodes_file[0]),
+                   (self.tensorboard_dir, self.writer)]
+        for path, target in targets:
+            if target is None:
+                continue
+            try:
+                with _writing(path):
+                    target.close()
+            except Exception as error:  # noqa: BLE001 - close every file, report the first failure
+                first = first or error
+        self._metrics_file = self._episodes_file = self.writer = None
+        if first is not None and not quiet:
+            raise first

@@ -12,6 +12,7 @@ import torch
 from gymnasium.vector import VectorEnv
 
 import networks
+from common.errors import EnvironmentProblem, PPOError
 from ppo.buffer import RolloutBuffer, observation_dtype, to_observation_tensor
 from ppo.config import PPOConfig
 from ppo.distributed import DistributedContext
@@ -124,8 +125,15 @@ class RolloutCollector:
         self.timings = {"env": 0.0, "inference": 0.0}
 
     def reset(self, seed: int) -> None:
-        """Start new episodes in every env (env ``i`` seeded with ``seed + i``)."""
-        observations, _ = self.envs.reset(seed=seed)
+        """Start new episodes in every env (env ``i`` seeded with ``seed + i``).
+
+        Raises:
+            EnvironmentProblem: the environment raised in ``reset()``.
+        """
+        try:
+            observations, _ = self.envs.reset(seed=seed)
+        except Exception as error:  # noqa: BLE001 - any exception of third-party env code
+            raise self._env_failure("reset()", error) from error
         self.next_observations = to_observation_tensor(observations, self.observation_dtype, self.device, copy=True)
 
     def collect(self, policy: RolloutPolicy, should_stop: Callable[[], bool] = lambda: False
@@ -139,6 +147,9 @@ class RolloutCollector:
         since a time limit is not a terminal state (Pardo et al. 2018, "Time Limits in Reinforcement
         Learning"); GAE then cuts the chain at every episode end. Non-finite rewards or observations are
         zeroed and named in :attr:`fault_reason`, as are non-finite value estimates.
+
+        Raises:
+            EnvironmentProblem: the environment raised in ``step()`` (naming the environment and the exception).
         """
         config, buffer = self.config, self.buffer
         rewards, terminations, truncations = self._staging
@@ -152,8 +163,11 @@ class RolloutCollector:
                 started = time.perf_counter()
                 actions = policy.act(step)
                 stepped = time.perf_counter()
-                (next_observations, rewards[step], terminations[step], truncations[step],
-                 infos) = self.envs.step(actions)
+                try:
+                    (next_observations, rewards[step], terminations[step], truncations[step],
+                     infos) = self.envs.step(actions)
+                except Exception as error:  # noqa: BLE001 - any exception of third-party env code
+                    raise self._env_failure("step()", error) from error
                 self.timings["env"] += time.perf_counter() - stepped
                 self.timings["inference"] += stepped - started
                 bootstrap = truncations[step] & ~terminations[step]
@@ -178,6 +192,15 @@ class RolloutCollector:
         if not self.fault_reason and not torch.isfinite(buffer.values).all():
             self.fault_reason = "value estimates"
         return next_values
+
+    def _env_failure(self, call: str, error: BaseException) -> PPOError:
+        """The one-line error for an exception the environment raised in ``call``."""
+        if isinstance(error, PPOError):
+            return error
+        detail = str(error).strip().splitlines()
+        return EnvironmentProblem(f"environment {self.config.environment_id} raised {type(error).__name__} in "
+                                  f"{call}{': ' + detail[0][:300] if detail else ''} (after {self.global_step} "
+                                  "steps)")
 
     def _bootstrap_values(self, policy: RolloutPolicy, step: int, bootstrap: np.ndarray | torch.Tensor,
                           final_observations: np.ndarray | torch.Tensor) -> None:

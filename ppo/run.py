@@ -3,18 +3,22 @@ checkpoints at the end, the final evaluation and the videos; returns the exit co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
-from common.errors import EXIT_INTERRUPTED, NumericalError, UsageError
+from common.errors import (EXIT_INTERRUPTED, EnvironmentProblem, NumericalError, UsageError, WriteFailure,
+                           write_failure)
+from common.files import atomic_write
 from ppo.actions import describe_evaluation, evaluate_agent, record_videos
 from ppo.checkpoint import load_checkpoint, seed_rngs
 from ppo.config import PPOConfig, resolve_config
@@ -56,9 +60,10 @@ def plan_run(entry: EntryPoint, explicit: dict[str, Any], resume: str | None = N
     if resume is None:
         environment_id = explicit.get("environment_id", entry.default_environment_id)
         info = entry.describe(environment_id)
-        presets = presets_for(environment_id, info.family)
-        config = resolve_config({"environment_id": environment_id, **explicit}, *(values for _, values in presets))
-        return RunPlan(config, info, [f"preset: {source}" for source, _ in presets])
+        presets = [values for _, values in presets_for(environment_id, info.family)]
+        config = resolve_config({"environment_id": environment_id, **explicit}, *presets)
+        sources = [f"preset: {source}" for source, _ in presets_for(environment_id, info.family)]
+        return RunPlan(config, info, sources + _size_changes(environment_id, explicit, presets, config))
     state = load_checkpoint(resume)
     saved = check_checkpoint(state, entry, resume)
     changed = sorted(key for key, value in explicit.items() if key not in RESUME_FLAGS and getattr(saved, key) != value)
@@ -73,6 +78,45 @@ def plan_run(entry: EntryPoint, explicit: dict[str, Any], resume: str | None = N
                    Path(resume).resolve().parent.parent)
 
 
+def _size_changes(environment_id: str, explicit: dict[str, Any], presets: list[dict[str, Any]],
+                  config: PPOConfig) -> list[str]:
+    """One line for each rollout or minibatch size that typed flags changed from what the presets chose."""
+    sizes = ("num_envs", "num_steps_collected", "num_mini_batches")
+    typed = [key for key in sizes if key in explicit]
+    if not typed:
+        return []
+    try:
+        preset = resolve_config({"environment_id": environment_id}, *presets)
+    except UsageError:
+        return []
+    flags = " ".join(f"--{key.replace('_', '-')} {explicit[key]}" for key in typed)
+    lines = []
+    if preset.batch_size != config.batch_size:
+        lines.append(f"{flags} changes the preset's rollout from {preset.batch_size} to {config.batch_size} "
+                     "transitions")
+    if preset.minibatch_size != config.minibatch_size:
+        keep = config.batch_size // preset.minibatch_size
+        hint = (f" (--num-mini-batches {keep} keeps {preset.minibatch_size})"
+                if "num_mini_batches" not in explicit and keep * preset.minibatch_size == config.batch_size else "")
+        lines.append(f"{flags} changes the preset's minibatch size from {preset.minibatch_size} to "
+                     f"{config.minibatch_size}{hint}")
+    return lines
+
+
+def header_lines(config: PPOConfig, device: torch.device) -> list[str]:
+    """What will run, after every preset and flag: the rollout, minibatch and epoch sizes and the steps, with
+    the rounding to whole rollouts named when ``total_timesteps`` is not a multiple of the rollout."""
+    minibatches = f"{config.num_mini_batches} minibatch{'es' if config.num_mini_batches != 1 else ''}"
+    lines = [f"{config.environment_id}: {config.num_envs} envs x {config.num_steps_collected} steps = rollouts of "
+             f"{config.batch_size}, {minibatches} of {config.minibatch_size}, {config.num_epochs} epochs, "
+             f"{config.num_iterations * config.batch_size} steps on {device}"]
+    if config.num_iterations * config.batch_size != config.total_timesteps:
+        lines.append(f"--total-timesteps {config.total_timesteps} is not a whole number of rollouts of "
+                     f"{config.batch_size}: training {config.num_iterations} rollouts = "
+                     f"{config.num_iterations * config.batch_size} steps")
+    return lines
+
+
 def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None = None) -> int:
     """Train from flags (or resume a checkpoint) and write the run directory. Returns the exit code."""
     plan = plan_run(entry, explicit, resume)
@@ -82,7 +126,8 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
     # Under torchrun (WORLD_SIZE > 1) join the process group; a single process gets a no-op context.
     distributed = init_from_environment(plan.config.use_gpu)
     try:
-        code = _run(entry, plan, distributed.device if distributed.enabled else device, distributed)
+        with _signals_interrupt():
+            code = _run(entry, plan, distributed.device if distributed.enabled else device, distributed)
     except BaseException:
         distributed.close()
         raise
@@ -96,19 +141,48 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
     return code
 
 
+def default_run_name(config: PPOConfig) -> str:
+    """``ENV__SEED__YYYYmmdd-HHMMSS`` (``/`` of the id as ``_``), the run name when ``--run-name`` is not given."""
+    return f"{config.environment_id.replace('/', '_')}__{config.seed}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 def prepare_run_dir(config: PPOConfig, resume_dir: Path | None) -> Path:
-    """The run directory: a resumed run's own (stale temporary files removed), or ``output_dir/run_name``.
+    """The run directory: a resumed run's own (stale temporary files removed), or a new one that no other run
+    has. Only ``--resume`` writes into an existing run directory: a ``--run-name`` whose directory exists is
+    refused; without ``--run-name`` the directory is :func:`default_run_name`, with ``-2``, ``-3``, ... added
+    when another run took that name (two runs started in the same second). Directories are claimed with an
+    exclusive ``mkdir``, so concurrent runs (also several ranks' worth of runs) never share one.
 
     Raises:
-        UsageError: the directory cannot be created or written.
+        UsageError: the ``--run-name`` directory exists (naming ``--resume``), or the directory cannot be
+            created or written.
     """
     if resume_dir is not None:
         # Temporary files of a checkpoint write cut short by kill -9 (the checkpoint itself is intact).
         for stale in (resume_dir / "checkpoints").glob(".*.tmp.*"):
             stale.unlink(missing_ok=True)
         return resume_dir
-    run_dir = Path(config.output_dir) / config.run_name
+    output_dir = Path(config.output_dir)
+    run_dir = output_dir / (config.run_name or default_run_name(config))
     try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if config.run_name is not None:
+            try:
+                run_dir.mkdir()
+            except FileExistsError:
+                latest = run_dir / "checkpoints" / "latest.pt"
+                target = str(latest) if latest.is_file() else "CHECKPOINT"
+                raise UsageError(f"run directory '{run_dir}' already exists; continue that run with --resume "
+                                 f"{target}, or choose another --run-name") from None
+        else:
+            base, suffix = run_dir.name, 1
+            while True:
+                try:
+                    run_dir.mkdir()
+                    break
+                except FileExistsError:
+                    suffix += 1
+                    run_dir = output_dir / f"{base}-{suffix}"
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_text("")
@@ -131,16 +205,14 @@ def _run(entry: EntryPoint, plan: RunPlan, device: torch.device, distributed: Di
                else f"torchrun and {saved_world} processes in all (--nnodes x --nproc_per_node)")
         raise UsageError(f"checkpoint '{plan.resume_path}' was written by a run of {saved_world} process(es), "
                          f"this is a run of {world_size}; resume it with {how} (steps are counted per process)")
-    if config.run_name is None:
-        config = dataclasses.replace(config, run_name=f"{config.environment_id.replace('/', '_')}__{config.seed}__"
-                                                      f"{time.strftime('%Y%m%d-%H%M%S')}")
     run_dir = prepare_run_dir(config, plan.resume_dir) if is_main else None
+    if config.run_name is None:  # the name taken (another run may have had the default one)
+        config = dataclasses.replace(config, run_name=run_dir.name if run_dir is not None else default_run_name(config))
     say(f"Run directory: {run_dir}", flush=True)
     for line in plan.sources:
         say(line)
-    say(f"{config.environment_id}: {config.num_envs} envs x {config.num_steps_collected} steps, "
-        f"{config.num_mini_batches} minibatches of {config.minibatch_size}, {config.num_epochs} epochs, "
-        f"{config.total_timesteps} steps on {device}")
+    for line in header_lines(config, device):
+        say(line)
     if distributed.enabled:
         say(f"Distributed: {world_size} processes, each with the numbers above (rank r seeds its envs with "
             f"seed + 1000 r); gradients averaged over {world_size * config.batch_size} transitions per "
@@ -148,14 +220,15 @@ def _run(entry: EntryPoint, plan: RunPlan, device: torch.device, distributed: Di
     configure_torch(config)
 
     envs = entry.make_envs(config, config.num_envs, evaluation=False)
-    recorder = None
+    recorder = trainer = None
+    warn_once = _Warnings()
     try:
         seed_rngs(config.seed)  # the network's initial weights depend on it (the same on every rank)
         agent = entry.make_agent(config, info).to(device)
         learner, why = make_learner(config, agent, device, distributed, distributed.rank_seed(config.seed))
         say(f"Learner: {learner.name} ({why})")
         if config.capture_video and resume_state is None and is_main:
-            record_videos(entry, config, agent, run_dir, "before")
+            _record_videos(entry, config, agent, run_dir, "before", warn_once)
         metadata = {"entry": entry.name, **space_metadata(info)}
         if distributed.enabled:
             metadata["world_size"] = world_size
@@ -165,6 +238,7 @@ def _run(entry: EntryPoint, plan: RunPlan, device: torch.device, distributed: Di
         if resume_state is not None:
             load_agent_state(agent, resume_state, plan.resume_path)
             trainer.load_state_dict(resume_state)
+            trainer.last_checkpoint = (Path(plan.resume_path), int(resume_state["global_step"]) * world_size)
             if distributed.enabled:
                 say("Distributed resume: every rank starts new episodes (the checkpoint holds rank 0's state)")
             elif not trainer.env_restored:
@@ -178,7 +252,7 @@ def _run(entry: EntryPoint, plan: RunPlan, device: torch.device, distributed: Di
                                    resume_step=trainer.global_step * world_size if resume_state else None)
             trainer.recorder = recorder
             trainer.on_checkpoint = _learning_curve_writer(
-                run_dir, lambda: trainer.stop_requested or trainer.iteration >= config.num_iterations)
+                run_dir, lambda: trainer.stop_requested or trainer.iteration >= config.num_iterations, warn=warn_once)
         _train_with_signals(trainer, _progress_bar(config, trainer.global_step, world_size) if is_main else None)
         interrupted = trainer.stop_requested and trainer.iteration < config.num_iterations
         if distributed.enabled and not interrupted:
@@ -190,29 +264,150 @@ def _run(entry: EntryPoint, plan: RunPlan, device: torch.device, distributed: Di
             say(f"Parameters identical across {world_size} ranks ({compared})")
         latest = trainer.save("latest.pt")
         if interrupted:
-            if is_main:
-                print(f"Interrupted at step {trainer.global_step * world_size}; resume with: "
+            if is_main:  # the saved step: a rollout cut short by the signal is not in the checkpoint
+                print(f"Interrupted; saved step {int(trainer.resume_point['global_step']) * world_size}; resume with: "
                       f"{entry.script if world_size == 1 else 'torchrun ... ' + entry.script} --resume {latest}",
                       file=sys.stderr)
             return EXIT_INTERRUPTED
         say(f"Saved {trainer.save('final.pt')}")
-        timings = {**trainer.collector.timings, **trainer.timings}
-        say(f"Time: env {timings['env']:.1f}s, inference {timings['inference']:.1f}s, update {timings['update']:.1f}s, "
-            f"total {trainer.wall_time():.1f}s" + (" (rank 0)" if distributed.enabled else ""))
+        say(_time_line(trainer) + (" (rank 0)" if distributed.enabled else ""))
+    except WriteFailure as error:  # the disk is full, ...: say what is safe
+        raise WriteFailure(f"{error}; {_checkpoint_note(trainer)}", error.path, error.reason) from error
+    except EnvironmentProblem as error:  # the env raised in reset() or step()
+        if trainer is None or trainer.resume_point is None:
+            raise
+        raise EnvironmentProblem(f"{error}; {_save_after_env_failure(trainer, entry)}") from error
+    except KeyboardInterrupt:  # a second signal, or one before training began
+        print(f"Interrupted at once; {_checkpoint_note(trainer)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         if recorder is not None:
-            recorder.close()
+            try:
+                recorder.close(quiet=sys.exc_info()[1] is not None)
+            except WriteFailure as error:
+                raise WriteFailure(f"{error}; {_checkpoint_note(trainer)}", error.path, error.reason) from error
         envs.close()
     if not is_main:
         return 0
+    phase = ["end of the run"]
+    try:
+        return _after_training(entry, config, info, agent, device, run_dir, warn_once, phase)
+    except WriteFailure as error:
+        raise WriteFailure(f"{error}; {_checkpoint_note(trainer)}", error.path, error.reason) from error
+    except KeyboardInterrupt:
+        print(f"Interrupted during the {phase[0]}; training had finished: {_checkpoint_note(trainer)}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _after_training(entry: EntryPoint, config: PPOConfig, info: Any, agent: torch.nn.Module, device: torch.device,
+                    run_dir: Path, warn_once: "_Warnings", phase: list[str]) -> int:
+    """The final evaluation (``evaluation.json``) and the "after" videos, once ``final.pt`` is written;
+    ``phase[0]`` is set to the phase under way, for an interrupt's message.
+
+    Raises:
+        WriteFailure: ``evaluation.json`` cannot be written.
+        KeyboardInterrupt: SIGINT or SIGTERM.
+    """
     if config.eval_episodes:
+        phase[0] = "final evaluation"
         result = evaluate_agent(entry, config, agent, config.eval_episodes, device)
-        (run_dir / "evaluation.json").write_text(json.dumps(result) + "\n")
+        _write_json(run_dir / "evaluation.json", result)
         print(f"Evaluation, {describe_evaluation(result)}")
         print(_comparison_line(config, info))
     if config.capture_video:
-        record_videos(entry, config, agent, run_dir, "after")
+        phase[0] = "video capture"
+        _record_videos(entry, config, agent, run_dir, "after", warn_once)
     return 0
+
+
+class _Warnings:
+    """Warnings on stderr, each kind once per run (a full disk fails every curve and video after the first)."""
+
+    def __init__(self) -> None:
+        self.given: set[str] = set()
+
+    def __call__(self, kind: str, message: str) -> None:
+        if kind not in self.given:
+            self.given.add(kind)
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _record_videos(entry: EntryPoint, config: PPOConfig, agent: torch.nn.Module, run_dir: Path, stage: str,
+                   warn: _Warnings) -> None:
+    """:func:`ppo.actions.record_videos`; a video that cannot be written (disk full, ...) is a warning, once,
+    and the run goes on."""
+    try:
+        record_videos(entry, config, agent, run_dir, stage)
+    except (OSError, RuntimeError) as error:
+        failure = write_failure(run_dir / "videos", error)
+        warn("videos", f"could not write the {stage} videos under '{failure.path}' ({failure.reason}); the run "
+                       "goes on without them")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as one line of JSON, atomically.
+
+    Raises:
+        WriteFailure: the file cannot be written.
+    """
+    try:
+        atomic_write(path, lambda temporary: Path(temporary).write_text(json.dumps(data) + "\n"))
+    except OSError as error:
+        raise write_failure(path, error) from error
+
+
+def _checkpoint_note(trainer: Trainer | None) -> str:
+    """Which checkpoint is safe: "the last good checkpoint PATH (step N) is intact", or that none was written."""
+    if trainer is None or trainer.last_checkpoint is None:
+        return "no checkpoint was written yet"
+    path, step = trainer.last_checkpoint
+    return f"the last good checkpoint {path} (step {step}) is intact"
+
+
+def _save_after_env_failure(trainer: Trainer, entry: EntryPoint) -> str:
+    """After the environment raised during a rollout: write ``latest.pt`` with the last completed iteration (the
+    rollout under way is abandoned, as on an interrupt); returns what was kept, for the error line."""
+    if trainer.iteration > 0 and trainer.checkpoint_dir is not None:
+        trainer.abandoned_rollout = True
+        try:
+            path = trainer.save("latest.pt")
+        except WriteFailure as error:
+            return f"{_checkpoint_note(trainer)} (writing a newer one failed: {error.reason})"
+        return (f"{path} holds the last completed iteration (step {trainer.last_checkpoint[1]}); resume with "
+                f"{entry.script} --resume {path}")
+    return _checkpoint_note(trainer)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (training installs its own stop-at-the-next-step handler), so a
+    signal during set-up, the final evaluation or the videos ends the run with exit code 130 and a line naming
+    the checkpoint kept. Outside the main thread signals cannot be handled and nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _time_line(trainer: Trainer) -> str:
+    """Where the training time went: env steps, sampling, updates, and the rest named (logging, checkpoints
+    with the learning curve, and the rollout's own bookkeeping: bootstrap values, episodes, copies)."""
+    timings = {**trainer.collector.timings, **trainer.timings}
+    total = trainer.wall_time()
+    rest = total - sum(timings.values())
+    return (f"Time: env {timings['env']:.1f}s, inference {timings['inference']:.1f}s, update {timings['update']:.1f}s, "
+            f"total {total:.1f}s (the rest: logging {timings['logging']:.1f}s, checkpoints and curve "
+            f"{timings['checkpoints']:.1f}s, rollout bookkeeping {rest:.1f}s)")
 
 
 def _env_state(entry: EntryPoint, envs: Any, distributed: DistributedContext
@@ -251,8 +446,8 @@ def _model_tensors(agent: torch.nn.Module) -> list[torch.Tensor]:
     return [*agent.parameters(), *agent.buffers()]
 
 
-def _learning_curve_writer(run_dir: Path, finished: Callable[[], bool],
-                           min_interval_s: float = 60.0) -> Callable[[Path], None]:
+def _learning_curve_writer(run_dir: Path, finished: Callable[[], bool], min_interval_s: float = 60.0,
+                           warn: Callable[[str, str], None] | None = None) -> Callable[[Path], None]:
     """A :attr:`Trainer.on_checkpoint` hook that redraws ``learning_curve.png`` when episodes.csv changed:
     during training at most once per ``min_interval_s`` seconds (a plot costs tenths of a second, which
     short runs would feel), and always once ``finished()`` (the run ended or was interrupted)."""
@@ -272,8 +467,9 @@ def _learning_curve_writer(run_dir: Path, finished: Callable[[], bool],
         from videos.curves import plot_learning_curve  # lazily: matplotlib stays off the training path
         try:
             plot_learning_curve(run_dir)
-        except (OSError, ValueError, RuntimeError) as error:  # a missing plot must not end a training run
-            print(f"warning: could not write learning_curve.png: {error}", file=sys.stderr)
+        except Exception as error:  # noqa: BLE001 - a missing plot must not end a training run
+            failure = write_failure(run_dir / "learning_curve.png", error)
+            (warn or _Warnings())("curve", f"could not write '{failure.path}' ({failure.reason}); training goes on")
         last_stamp, written = stamp, True
 
     return write

@@ -102,7 +102,7 @@ def test_numpy_rollout_policy_refuses_what_it_cannot_run():
     assert "state-dependent" in numpy_unsupported_reason(agent)
     with pytest.raises(ValueError, match="state-dependent"):
         NumpyRolloutPolicy(agent, num_steps=1, num_envs=1)
-    assert "not the MLP" in numpy_unsupported_reason(NatureCNNActorCritic((4, 84, 84), gym.spaces.Discrete(6)))
+    assert "only the MLP" in numpy_unsupported_reason(NatureCNNActorCritic((4, 84, 84), gym.spaces.Discrete(6)))
     assert numpy_unsupported_reason(MLPActorCritic((5,), gym.spaces.Discrete(2), activation="elu")) is None
 
 

@@ -20,13 +20,13 @@ from ppo.rollout import TorchRolloutPolicy
 
 def unsupported_reason(agent: nn.Module, config: PPOConfig, device: torch.device) -> str | None:
     """None when :class:`NumpyLearner` can train ``agent`` with ``config`` on ``device``; otherwise why not,
-    as the run header prints it ("the numpy learner has no ...")."""
+    as the run header prints it ("the numpy learner has no state-dependent standard deviation")."""
     if device.type != "cpu":
         return f"the numpy learner runs on the CPU, this run on {device.type}"
     if config.compile:
         return "--compile compiles the torch learner's loss"
     reason = numpy_unsupported_reason(agent)
-    return None if reason is None else f"the numpy learner has no {reason}"
+    return None if reason is None else f"the numpy learner {reason}"
 
 
 class NumpyLearner(Learner):

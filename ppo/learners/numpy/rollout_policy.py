@@ -40,20 +40,21 @@ def mlp_activation_name(agent: MLPActorCritic) -> str | None:
 
 
 def numpy_unsupported_reason(agent: nn.Module) -> str | None:
-    """None when the numpy code paths (:class:`NumpyRolloutPolicy`, ``ppo.mlp_gradient``) can run ``agent``:
-    an :class:`MLPActorCritic` with float32 parameters on the CPU, tanh/ReLU/ELU, and a Categorical head or a
-    Gaussian head with a state-independent std. Otherwise why not."""
+    """None when the numpy code paths (:class:`NumpyRolloutPolicy`, :mod:`ppo.learners.numpy.gradient`) can
+    run ``agent``: an :class:`MLPActorCritic` with float32 parameters on the CPU, tanh/ReLU/ELU, and a Categorical
+    head or a Gaussian head with a state-independent std. Otherwise why not, as a phrase that follows "the
+    numpy learner" ("has no state-dependent standard deviation")."""
     if type(agent) is not MLPActorCritic:
-        return f"{type(agent).__name__} is not the MLP actor-critic"
+        return f"runs only the MLP actor-critic, not {type(agent).__name__}"
     if mlp_activation_name(agent) is None:
-        return "unsupported activation"
+        return "has only tanh, ReLU and ELU activations"
     head = agent.action_head
     if isinstance(head, GaussianHead) and head.state_dependent:
-        return "state-dependent standard deviation"
+        return "has no state-dependent standard deviation"
     if not isinstance(head, (GaussianHead, CategoricalHead)):
-        return f"action head {type(head).__name__}"
+        return f"has no action head {type(head).__name__}"
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in agent.parameters()):
-        return "parameters not float32 on the CPU"
+        return "needs float32 parameters on the CPU"
     return None
 
 
