@@ -21,7 +21,8 @@ a failed case shows the end of its error output):
 The table of the earlier cases is printed before ``pong-learn`` starts. Steps/s "end to end" is the run's
 own ``sps`` (training steps over training time, first iteration included: graph capture, cuDNN autotuning,
 JIT compilation); "steady" leaves out the first iteration. Logs go to ``--out``, the table to
-``--out/gpu.md`` (rewritten after every case).
+``--out/gpu.md`` (rewritten after every case), each run's ``metrics.csv``, ``episodes.csv`` and ``config.json``
+to ``--out/<run>/`` (the run directories themselves, with checkpoints, stay in a temporary folder).
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +68,8 @@ class Report:
 
     def __init__(self, out: Path, budget: float) -> None:
         self.out, self.rows = out, []
+        # Run directories (checkpoints, TensorBoard events) stay out of ``out``; their CSV files are copied there.
+        self.runs = Path(tempfile.mkdtemp(prefix="gpu-report-runs-"))
         self.deadline = time.monotonic() + budget
         self.header = machine()
 
@@ -140,6 +145,14 @@ def failed(report: Report, case: str, variant: str, code: int | None, output: st
     print(f"----- end of {variant}'s output -----\n{tail(output)}\n-----", flush=True)
 
 
+def keep_csv(report: Report, run_dir: Path) -> None:
+    """Copy the run's ``metrics.csv``, ``episodes.csv`` and ``config.json`` to ``out/<run name>/``."""
+    for name in ("metrics.csv", "episodes.csv", "config.json"):
+        if (run_dir / name).exists():
+            (report.out / run_dir.name).mkdir(exist_ok=True)
+            shutil.copy(run_dir / name, report.out / run_dir.name / name)
+
+
 def metrics(run_dir: Path) -> tuple[float, float | None]:
     """``(end-to-end sps of the last row, steady sps leaving out the first iteration or None)``."""
     with (run_dir / "metrics.csv").open() as handle:
@@ -163,9 +176,10 @@ def ours(report: Report, case: str, variant: str, script: str, flags: list[str],
         report.add(case, variant, "skipped: out of time")
         return None
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{case}-{variant}")
-    run_dir = report.out / "runs" / name
+    run_dir = report.runs / name
     command = [sys.executable, script, *flags, *COMMON, "--output-dir", str(run_dir.parent), "--run-name", name]
     code, output, seconds = run(command, report.out / f"{name}.log", limit)
+    keep_csv(report, run_dir)
     if code != 0 or not (run_dir / "metrics.csv").exists():
         failed(report, case, variant, code, output, limit)
         return None
@@ -276,11 +290,12 @@ def case_pong_learn(report: Report, seconds: float) -> None:
         report.add(case, "ours --use-gpu", "skipped: out of time")
         return
     name = "pong-learn"
-    run_dir = report.out / "runs" / name
+    run_dir = report.runs / name
     command = [sys.executable, "main_atari.py", "--environment-id", "ALE/Pong-v5", "--use-gpu", "--seed", "1",
                "--no-progress", "--eval-episodes", "0", "--checkpoint-interval", "0",
                "--output-dir", str(run_dir.parent), "--run-name", name]
     code, output, wall = run(command, report.out / f"{name}.log", seconds + 40, interrupt_after=seconds)
+    keep_csv(report, run_dir)
     episodes_csv = run_dir / "episodes.csv"
     if not episodes_csv.exists():
         failed(report, case, "ours --use-gpu", code, output, seconds)
@@ -316,7 +331,7 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=CASES, help="cases to leave out")
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    (out / "runs").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     report = Report(out, args.budget)
     print(report.header, flush=True)
     steps = {"tests": case_tests, "ale-threads": case_ale_threads, "humanoid": case_humanoid,
