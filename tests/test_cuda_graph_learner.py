@@ -229,6 +229,12 @@ def test_registered_and_clear_errors_without_cuda():
     assert choose_learner(PPOConfig(), agent, cpu)[0].name != "cuda-graph"
 
 
+@pytest.mark.skipif(CUDA, reason="needs a machine without CUDA, where capture fails")
+def test_a_failed_capture_names_the_torch_learner():
+    with pytest.raises(UsageError, match="CUDA graph capture of the rollout policy failed .*--learner torch"):
+        cuda_graph.capture(lambda: None, "rollout policy")
+
+
 def test_auto_picks_cuda_graphs_on_a_cuda_device_unless_compiling():
     cuda = torch.device("cuda")
     agent = make_agent("mlp", torch.device("cpu"))
