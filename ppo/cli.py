@@ -1,8 +1,9 @@
 """The command line shared by ``main.py`` and ``main_atari.py``: parse flags and dispatch to an action.
 
 Each entry script describes itself with a :class:`ppo.entry.EntryPoint`. Training goes to :mod:`ppo.run`;
-``--evaluate`` and ``--record`` to :mod:`ppo.actions`. Errors the user can fix end the program with one line on
-stderr and the exit codes of :mod:`common.errors`; ``--debug`` shows the traceback instead.
+``--evaluate`` and ``--record`` to :mod:`ppo.actions`, ``--export`` to :mod:`ppo.export`. Errors the user can
+fix end the program with one line on stderr and the exit codes of :mod:`common.errors`; ``--debug`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from ppo.config import add_config_arguments
 from ppo.entry import EntryPoint
 from ppo.presets import describe_presets
 
-ACTIONS = ("evaluate", "eval_random", "record", "output", "record_episodes", "resume", "list_presets", "debug")
+ACTIONS = ("evaluate", "eval_random", "record", "export", "output", "record_episodes", "resume", "list_presets",
+           "debug")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,7 +46,10 @@ def build_parser(entry: EntryPoint) -> argparse.ArgumentParser:
                          "random agent's return on the same envs; with --record: record a random agent")
     actions.add_argument("--record", metavar="CHECKPOINT", help="record a saved policy as a video (--output "
                          "FILE.gif or FILE.mp4) and print JSON {returns, mean_return, episodes} as the last line")
-    actions.add_argument("--output", metavar="FILE", help="with --record: the video to write")
+    actions.add_argument("--export", metavar="CHECKPOINT", help="write a saved policy as an ONNX model (--output "
+                         "FILE.onnx): raw observations in, deterministic actions out (README, Export)")
+    actions.add_argument("--output", metavar="FILE", help="with --record: the video to write; with --export: the "
+                         ".onnx file")
     actions.add_argument("--record-episodes", type=int, default=1, metavar="N",
                          help="with --record: episodes to record, one after another (default: 1)")
     actions.add_argument("--resume", metavar="CHECKPOINT", help="continue the run of this checkpoint in its "
@@ -64,8 +69,8 @@ def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:
         if action["list_presets"]:
             print(describe_presets())
             return 0
-        if sum(action[key] is not None for key in ("evaluate", "record", "resume")) > 1:
-            raise UsageError("--evaluate, --record and --resume cannot be combined")
+        if sum(action[key] is not None for key in ("evaluate", "record", "export", "resume")) > 1:
+            raise UsageError("--evaluate, --record, --export and --resume cannot be combined")
         if action["evaluate"]:
             from ppo.actions import describe_evaluation, run_evaluation
             result = run_evaluation(entry, action["evaluate"], arguments.get("eval_episodes"),
@@ -82,6 +87,12 @@ def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:
                                        action["eval_random"], arguments.get("eval_policy"))
             print(result["path"])
             print(json.dumps({key: result[key] for key in ("returns", "mean_return", "episodes")}))
+            return 0
+        if action["export"]:
+            from ppo.export import export_checkpoint
+            result = export_checkpoint(entry, action["export"], action["output"])
+            print(result["path"])
+            print(json.dumps(result))
             return 0
         from ppo.run import run_training
         return run_training(entry, arguments, action["resume"])
