@@ -24,7 +24,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering; read when a render context is made
+from wrappers.quiet import headless_gl_default
+
+# headless MuJoCo rendering (EGL) when there is no display; read when a render context is made
+if headless_gl_default() is None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
 # pygame (classic control, Box2D) draws rgb_array frames off screen; without a display its default video
 # driver prints "XDG_RUNTIME_DIR is invalid" on stderr.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")

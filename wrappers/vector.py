@@ -19,6 +19,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers import vector as vector_wrappers
 
 from common.errors import EnvironmentProblem
+from wrappers.quiet import headless_gl_default, quiet_third_party_logs
 
 # Packages that register environment namespaces when imported.
 NAMESPACE_PACKAGES = {"ALE": "ale_py", "dm_control": "shimmy"}
@@ -41,6 +42,9 @@ def register_namespace(environment_id: str) -> None:
     if package is None:
         return
     modules, pip_line = NAMESPACE_REQUIREMENTS.get(namespace or "", ((package,), package.replace("_", "-")))
+    if namespace == "dm_control":  # before dm_control is imported: it picks its GL backend then
+        headless_gl_default()
+        quiet_third_party_logs()
     try:
         for name in modules:
             importlib.import_module(name)
