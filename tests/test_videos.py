@@ -46,9 +46,10 @@ def untrained_agent(environment_id):
 
 def test_random_cartpole_gif_and_mp4_have_every_frame(tmp_path):
     recording = record_episodes("CartPole-v1", None, 1, seed=0)
-    # CartPole-v1: 500-step limit, max_frames 200 -> stride ceil(500 / 199) = 3; 600x400 -> 320x214
-    assert recording.stride == 3 and recording.returns == [float(recording.lengths[0])]
-    count = expected_frames(recording.lengths, 3)
+    # a random CartPole episode is short (< 200 steps): stride 1, every step kept; 600x400 -> 320x214
+    assert recording.lengths[0] < 100 and recording.returns == [float(recording.lengths[0])]
+    assert recording.stride == 1
+    count = recording.lengths[0] + 1
     assert len(recording.frames) == count
 
     gif = write_gif(tmp_path / "random.gif", recording.frames, recording.fps)
@@ -82,9 +83,10 @@ def test_mujoco_renders_headless_with_egl(tmp_path):
     # twice in one process, as --capture-video does before and after training
     for name in ("before", "after"):
         recording = record_episodes("InvertedPendulum-v4", agent, 1, seed=1)
-        # 1000-step limit -> stride ceil(1000 / 199) = 6; MuJoCo frames are rendered 320x320
-        assert recording.stride == 6
-        count = expected_frames(recording.lengths, 6)
+        # the untrained agent falls within a few dozen steps of the 1000-step limit: the stride comes from the
+        # episode's length (1), not the limit (6), so every step is a frame; rendered 320x320
+        assert recording.stride == 1 and 5 < recording.lengths[0] < 199
+        count = recording.lengths[0] + 1
         assert len(recording.frames) == count
         frames = np.stack(recording.frames)
         assert frames.shape == (count, 320, 320, 3) and frames.std() > 10  # a picture, not a blank
@@ -123,10 +125,34 @@ def test_env_factory_is_pluggable_and_long_episodes_are_thinned():
 
     recording = record_episodes("LongEpisode-v0", None, 1, env_factory=factory, max_frames=10)
     assert made == ["LongEpisode-v0"] and recording.returns == [100.0] and recording.lengths == [100]
-    # every step rendered, thinned whenever more than 10 frames: steps 0, 16, 32, 48, 64, 80, 96 and 100
+    # 100 steps, at most 10 frames: stride ceil(100 / 9) = 12, steps 0, 12, ..., 96 and the last one
     steps = [int(frame[60, 60, 0]) for frame in recording.frames]  # below the label
-    assert steps == [0, 16, 32, 48, 64, 80, 96, 100]
+    assert recording.stride == 12 and steps == [0, 12, 24, 36, 48, 60, 72, 84, 96, 100]
     assert recording.frames[0].shape == (64, 64, 3)
+
+
+class ShortThenLongEnv(LongEpisodeEnv):
+    """Episodes of 30 steps from even reset seeds, 100 from odd ones; renders the step count."""
+
+    def reset(self, *, seed=None, options=None):
+        observation, info = super().reset(seed=seed)
+        self.length = 30 if seed is not None and seed % 2 == 0 else 100
+        return observation, info
+
+    def step(self, action):
+        observation, reward, _, truncated, info = super().step(action)
+        return observation, reward, self.t >= self.length, truncated, info
+
+
+def test_the_stride_comes_from_the_longest_recorded_episode():
+    short = record_episodes("Short-v0", None, 1, seed=0, env_factory=lambda _: ShortThenLongEnv(), max_frames=50)
+    assert short.lengths == [30] and short.stride == 1 and len(short.frames) == 31
+    both = record_episodes("Both-v0", None, 2, seed=0, env_factory=lambda _: ShortThenLongEnv(), max_frames=50)
+    # episode 1 (seed 0) 30 steps, episode 2 (seed 1) 100 steps: stride ceil(100 / 49) = 3 for both
+    assert both.lengths == [30, 100] and both.returns == [30.0, 100.0] and both.stride == 3
+    steps = [int(frame[60, 60, 0]) for frame in both.frames]
+    assert steps == [*range(0, 30, 3), 30, *range(0, 100, 3), 100]
+    assert len(both.frames) == expected_frames(both.lengths, 3)
 
 
 def test_side_by_side_pads_the_shorter_sequence_and_labels_both(tmp_path):

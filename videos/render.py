@@ -3,12 +3,13 @@
 Size of a recording, chosen so that a video of a 1000-step MuJoCo episode stays small:
 
 - **Frames per episode** are capped at ``max_frames`` (default 200): only every ``stride``-th step is
-  rendered, with ``stride = ceil(time limit / (max_frames - 1))`` taken from the env's ``TimeLimit``
-  (CartPole-v1: 500 steps -> stride 3; MuJoCo: 1000 steps -> stride 6). The frame after the reset and the
-  last frame of every episode are always kept, so an episode of ``L`` steps gives
-  ``1 + ceil(L / stride)`` frames. Without a time limit (episodes are then cut after 27,000 steps) every
-  step is rendered at first and the episode is thinned on the fly: when it holds more than ``max_frames``
-  frames every other one is dropped and the stride doubles, so memory stays bounded.
+  rendered, with ``stride = ceil(L / (max_frames - 1))`` taken from the length ``L`` of the longest recorded
+  episode, so a short episode keeps every frame (an untrained InvertedPendulum falls in about 30 steps: 31
+  frames) and a 1000-step MuJoCo episode keeps every 6th. The frame after the reset and the last frame of
+  every episode are always kept, so an episode of ``L`` steps gives ``1 + ceil(L / stride)`` frames. The
+  length is known before the first frame is rendered: each episode is played once without rendering (the
+  policy's actions are kept), then replayed from the same reset seed with those actions, rendering only
+  the frames that are kept. Episodes without a time limit are cut after 27,000 steps.
 - **Frame size**: the longer side is scaled down to ``max_size`` pixels (default 320), both sides even
   (H.264 needs even sizes). MuJoCo envs are rendered at ``max_size`` x ``max_size`` directly, which is
   also what makes software rendering (EGL without a GPU: about 65 ms a frame for HalfCheetah on 2 cores)
@@ -59,7 +60,7 @@ class Recording:
         returns: undiscounted return of each episode, in the units of the environment's reward.
         lengths: environment steps of each episode.
         fps: suggested playback rate in frames per second (see the module docstring).
-        stride: environment steps between two rendered frames (at the start of each episode).
+        stride: environment steps between two rendered frames, from the longest episode's length.
     """
 
     frames: list[np.ndarray] = field(default_factory=list)
@@ -184,6 +185,20 @@ def _render(env: gym.Env, max_size: int, environment_id: str) -> np.ndarray:
     return resize_frame(frame, max_size)
 
 
+def _play(env: gym.Env, policy: Callable[[np.ndarray], object], seed: int, max_steps: int) -> list[object]:
+    """Play one episode from ``env.reset(seed=seed)`` without rendering; returns the actions taken (at most
+    ``max_steps``)."""
+    observation, _ = env.reset(seed=seed)
+    actions = []
+    done = False
+    while not done:
+        action = policy(observation)
+        observation, _, terminated, truncated, _ = env.step(action)
+        actions.append(action)
+        done = terminated or truncated or len(actions) >= max_steps
+    return actions
+
+
 def record_episodes(environment_id: str, agent: nn.Module | None = None, episodes: int = 1, *,
                     deterministic: bool = True, seed: int | None = None,
                     env_factory: EnvFactory | None = None, max_frames: int = DEFAULT_MAX_FRAMES,
@@ -200,7 +215,8 @@ def record_episodes(environment_id: str, agent: nn.Module | None = None, episode
             returns actions ``[1]`` (Discrete) or ``[1, d]`` (Box); None records a random agent.
         episodes: number of episodes, >= 1.
         deterministic: the policy's mode (argmax / Gaussian mean) instead of sampling.
-        seed: seed of the first reset and of the random agent's action space.
+        seed: seed of the first episode's reset (episode ``i``: ``seed + i - 1``) and of the random agent's
+            action space; None: random seeds.
         env_factory: ``environment_id -> gymnasium.Env`` with ``render_mode="rgb_array"``; default
             :func:`make_render_env`. Atari (or any other family) plugs in its own maker here. The env is
             closed at the end.
@@ -223,33 +239,32 @@ def record_episodes(environment_id: str, agent: nn.Module | None = None, episode
     try:
         if agent is not None:
             agent.eval()
-        limit = env.spec.max_episode_steps if env.spec is not None else None
-        max_steps = limit or FALLBACK_MAX_EPISODE_STEPS
-        # Without a time limit the length is unknown: start with every step and thin out as needed.
-        stride = max(1, math.ceil(limit / (max_frames - 1))) if limit else 1
-        render_fps = float(env.metadata.get("render_fps") or 30)
-        recording = Recording(fps=min(MAX_FPS, max(MIN_FPS, render_fps / stride)), stride=stride)
+        max_steps = (env.spec.max_episode_steps if env.spec is not None else None) or FALLBACK_MAX_EPISODE_STEPS
         policy = _policy(agent, env, deterministic)
         if seed is not None:
             env.action_space.seed(seed)
-        for episode in range(1, episodes + 1):
-            observation, _ = env.reset(seed=seed if episode == 1 else None)
-            episode_return, steps, episode_stride = 0.0, 0, stride
+        # Each episode from its own reset seed, so that it can be replayed: played first without rendering,
+        # which gives its length and so the stride, then replayed with the same actions, rendering.
+        seeds = ([seed + index for index in range(episodes)] if seed is not None else
+                 [int(value) for value in np.random.default_rng().integers(2**31 - 1, size=episodes)])
+        played = [_play(env, policy, episode_seed, max_steps) for episode_seed in seeds]
+        stride = max(1, math.ceil(max(len(actions) for actions in played) / (max_frames - 1)))
+        render_fps = float(env.metadata.get("render_fps") or 30)
+        recording = Recording(fps=min(MAX_FPS, max(MIN_FPS, render_fps / stride)), stride=stride)
+        for episode, (episode_seed, actions) in enumerate(zip(seeds, played), start=1):
+            env.reset(seed=episode_seed)
+            episode_return, steps = 0.0, 0
             frames = [put_label(_render(env, max_size, environment_id), f"episode {episode}  return 0.0")]
-            done = False
-            while not done:
-                observation, reward, terminated, truncated, _ = env.step(policy(observation))
+            for action in actions:  # the env is deterministic given the seed and the actions
+                _, reward, terminated, truncated, _ = env.step(action)
                 episode_return += float(reward)
                 steps += 1
-                done = terminated or truncated or steps >= max_steps
-                if done or steps % episode_stride == 0:
+                done = terminated or truncated or steps == len(actions)
+                if done or steps % stride == 0:
                     frames.append(put_label(_render(env, max_size, environment_id),
                                             f"episode {episode}  return {episode_return:.1f}"))
-                if len(frames) > max_frames:  # no time limit: thin out, keep the last frame
-                    frames = frames[:-1:2] + frames[-1:] if done else frames[::2]
-                    episode_stride *= 2
-            if len(frames) > max_frames:
-                frames = frames[: max_frames - 1] + frames[-1:]
+                if done:  # earlier than the first play only if the env is not deterministic
+                    break
             recording.frames.extend(frames)
             recording.returns.append(episode_return)
             recording.lengths.append(steps)
