@@ -114,7 +114,9 @@ class PPOConfig:
                          "a GPU, torch elsewhere; the run header says which and why)",
                          choices=("auto", "torch", "numpy", "cuda-graph"), group="System")
     output_dir: str = _flag("runs", "parent directory of run directories", group="System")
-    run_name: str | None = _flag(None, "name of this run's directory (default: ENV__SEED__TIME)",
+    run_name: str | None = _flag(None, "name of this run's directory under --output-dir; a name whose directory "
+                                 "exists is refused (exit 2: only --resume continues a run) (default: "
+                                 "ENV__SEED__TIME, with -2, -3, ... added when another run took it)",
                                  group="System")
     checkpoint_interval: int = _flag(25, "write checkpoints/latest.pt every this many iterations "
                                      "(0: only at the end)", group="System")

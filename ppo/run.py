@@ -158,8 +158,9 @@ def prepare_run_dir(config: PPOConfig, resume_dir: Path | None) -> Path:
             created or written.
     """
     if resume_dir is not None:
-        # Temporary files of a checkpoint write cut short by kill -9 (the checkpoint itself is intact).
-        for stale in (resume_dir / "checkpoints").glob(".*.tmp.*"):
+        # Temporary files of a write cut short by kill -9 (checkpoints, config.json, a resume's trimmed CSVs;
+        # the files themselves are intact).
+        for stale in [*(resume_dir / "checkpoints").glob(".*.tmp.*"), *resume_dir.glob(".*.tmp.*")]:
             stale.unlink(missing_ok=True)
         return resume_dir
     output_dir = Path(config.output_dir)
@@ -274,13 +275,15 @@ def _run(entry: EntryPoint, plan: RunPlan, device: torch.device, distributed: Di
     except WriteFailure as error:  # the disk is full, ...: say what is safe
         raise WriteFailure(f"{error}; {_checkpoint_note(trainer)}", error.path, error.reason) from error
     except EnvironmentProblem as error:  # the env raised in reset() or step()
-        if trainer is None or trainer.resume_point is None:
+        if trainer is None:
             raise
         raise EnvironmentProblem(f"{error}; {_save_after_env_failure(trainer, entry)}") from error
     except KeyboardInterrupt:  # a second signal, or one before training began
-        print(f"Interrupted at once; {_checkpoint_note(trainer)}", file=sys.stderr)
+        if is_main:
+            print(f"Interrupted at once; {_checkpoint_note(trainer)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        _INTERRUPTS.defer()  # a signal while files and envs close is raised once the final phase begins
         if recorder is not None:
             try:
                 recorder.close(quiet=sys.exc_info()[1] is not None)
@@ -291,6 +294,7 @@ def _run(entry: EntryPoint, plan: RunPlan, device: torch.device, distributed: Di
         return 0
     phase = ["end of the run"]
     try:
+        _INTERRUPTS.resume()
         return _after_training(entry, config, info, agent, device, run_dir, warn_once, phase)
     except WriteFailure as error:
         raise WriteFailure(f"{error}; {_checkpoint_note(trainer)}", error.path, error.reason) from error
@@ -368,7 +372,7 @@ def _checkpoint_note(trainer: Trainer | None) -> str:
 def _save_after_env_failure(trainer: Trainer, entry: EntryPoint) -> str:
     """After the environment raised during a rollout: write ``latest.pt`` with the last completed iteration (the
     rollout under way is abandoned, as on an interrupt); returns what was kept, for the error line."""
-    if trainer.iteration > 0 and trainer.checkpoint_dir is not None:
+    if trainer.iteration > 0 and trainer.resume_point is not None and trainer.checkpoint_dir is not None:
         trainer.abandoned_rollout = True
         try:
             path = trainer.save("latest.pt")
@@ -379,22 +383,48 @@ def _save_after_env_failure(trainer: Trainer, entry: EntryPoint) -> str:
     return _checkpoint_note(trainer)
 
 
+class _Interrupts:
+    """The SIGINT/SIGTERM handler outside training: raise KeyboardInterrupt. After :meth:`defer` the first
+    signal is kept (a second one still raises at once) and :meth:`resume` raises it, so that a signal while the
+    training's files close is reported by the final phase, which knows what was saved."""
+
+    def __init__(self) -> None:
+        self.deferred = self.pending = False
+
+    def handle(self, _signum: int, _frame: Any) -> None:
+        if self.deferred and not self.pending:
+            self.pending = True
+            return
+        raise KeyboardInterrupt
+
+    def defer(self) -> None:
+        self.deferred = True
+
+    def resume(self) -> None:
+        """Stop deferring; raise KeyboardInterrupt for a signal kept meanwhile."""
+        pending, self.deferred, self.pending = self.pending, False, False
+        if pending:
+            raise KeyboardInterrupt
+
+
+_INTERRUPTS = _Interrupts()
+
+
 @contextlib.contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGINT and SIGTERM raise KeyboardInterrupt (training installs its own stop-at-the-next-step handler), so a
-    signal during set-up, the final evaluation or the videos ends the run with exit code 130 and a line naming
-    the checkpoint kept. Outside the main thread signals cannot be handled and nothing changes."""
+    """SIGINT and SIGTERM raise KeyboardInterrupt (:data:`_INTERRUPTS`; training installs its own
+    stop-at-the-next-step handler), so a signal during set-up, the final evaluation or the videos ends the run
+    with exit code 130 and a line naming the checkpoint kept. Outside the main thread signals cannot be handled
+    and nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _INTERRUPTS.deferred = _INTERRUPTS.pending = False
+    previous = {sig: signal.signal(sig, _INTERRUPTS.handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
+        _INTERRUPTS.deferred = _INTERRUPTS.pending = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

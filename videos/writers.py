@@ -6,6 +6,7 @@ temporary file next to ``path`` and renames it, so a reader never sees half a vi
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Sequence
@@ -46,8 +47,10 @@ def write_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float 
 
     array = _check_frames(frames)
     duration_ms = max(20, int(round(1000.0 / fps / 10.0)) * 10)
-    return atomic_write(path, lambda temporary: iio.imwrite(temporary, array, extension=".gif",
-                                                             duration=duration_ms, loop=0))
+    # encoded in memory, then written with plain file writes: a full disk is one OSError (imageio's own file
+    # handling would fail once more in a destructor, with a traceback on stderr)
+    data = iio.imwrite("<bytes>", array, extension=".gif", duration=duration_ms, loop=0)
+    return atomic_write(path, lambda temporary: Path(temporary).write_bytes(data))
 
 
 def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 30.0) -> Path:
@@ -76,14 +79,40 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float 
 
     def write(temporary: str) -> None:
         writer = imageio.get_writer(temporary, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
+                                    pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="quiet")
         try:
             for frame in array:
                 writer.append_data(frame)
         finally:
             writer.close()
+        _check_mp4(temporary)
 
     return atomic_write(path, write)
+
+
+def _check_mp4(path: str | os.PathLike) -> None:
+    """Raise OSError unless ``path`` is a whole MP4: top-level boxes that add up to the file, a ``moov`` among
+    them. ffmpeg that cannot write (disk full) ends without an error imageio would report, leaving a file cut
+    short."""
+    size = os.path.getsize(path)
+    offset, boxes = 0, set()
+    with open(path, "rb") as handle:
+        while offset + 8 <= size:
+            handle.seek(offset)
+            header = handle.read(16)
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+            if length == 1 and len(header) == 16:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset
+            if length < 8:
+                break
+            boxes.add(kind)
+            offset += length
+    if offset != size or b"moov" not in boxes:
+        full = os.statvfs(os.path.dirname(os.path.abspath(path))).f_bavail == 0
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, f"{os.strerror(code)} (ffmpeg could not finish the MP4)", str(path))
 
 
 def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float = 30.0) -> Path:
