@@ -13,6 +13,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     (same suffix, so writers that pick a format by suffix work), which is flushed to disk and moved over
     ``path`` with ``os.replace``. A crash or ``kill -9`` at any moment leaves the previous file or the new
     one, never a partial file. Parent directories are created. Returns ``path``.
+
+    Raises:
+        OSError: the directory or the file cannot be written (ENOSPC, EDQUOT, EROFS, EIO, ...) or ``write``
+            raised it; the temporary file is removed and a previous file at ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -205,7 +205,7 @@ def small_filesystem(tmp_path):
     if mounted.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (the injected-OSError tests cover the same paths)")
     yield mount_point
-    subprocess.run(["umount", str(mount_point)], check=True)
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
 
 
 def test_a_full_disk_ends_the_run_with_one_line_and_the_last_checkpoint_intact(small_filesystem):
