@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-import ppo.learners.cuda_graph as cuda_graph
+import ppo.learners.cuda_graph_policy as cuda_graph
 from common.errors import UsageError
 from networks import MLPActorCritic, NatureCNNActorCritic
 from ppo.buffer import RolloutBuffer
 from ppo.config import PPOConfig
 from ppo.learners import LEARNERS, choose_learner
-from ppo.learners.cuda_graph import CudaGraphLearner, CudaGraphRolloutPolicy
+from ppo.learners.cuda_graph import CudaGraphLearner
+from ppo.learners.cuda_graph_policy import CudaGraphRolloutPolicy
 from ppo.learners.torch_learner import TorchLearner
 from ppo.rollout import TorchRolloutPolicy
 
