@@ -183,7 +183,10 @@ class RunRecorder:
                 continue
             try:
                 with _writing(path):
-                    target.close()
+                    try:
+                        target.flush()  # TensorBoard: raises what its writer thread met (close() would not)
+                    finally:
+                        target.close()
             except Exception as error:  # noqa: BLE001 - close every file, report the first failure
                 first = first or error
         self._metrics_file = self._episodes_file = self.writer = None
