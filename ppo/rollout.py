@@ -4,6 +4,7 @@ scaling, episode statistics and the non-finite guard; and the reference (torch) 
 from __future__ import annotations
 
 import time
+import warnings
 from collections import deque
 from typing import Any, Callable
 
@@ -18,6 +19,11 @@ from ppo.config import PPOConfig
 from ppo.distributed import DistributedContext
 from ppo.learners.base import RolloutPolicy
 from ppo.reward_scaling import RewardScaler
+
+# An exception in an async env's worker is raised again in this process, where it becomes one line naming the
+# environment (RolloutCollector); gymnasium first warns with the worker's traceback, which says it again at length.
+warnings.filterwarnings("ignore", message=r".*ERROR: (Received the following error from Worker|Traceback|Raising "
+                        r"the last exception back)", category=UserWarning)
 
 
 class TorchRolloutPolicy:
