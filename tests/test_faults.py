@@ -9,6 +9,7 @@ import contextlib
 import csv
 import errno
 import hashlib
+import importlib
 import io
 import os
 import random
@@ -34,17 +35,17 @@ TINY = ["--num-envs", "2", "--num-steps-collected", "16", "--num-mini-batches", 
 DOCUMENTED_CODES = {0, 2, 3, 4, 5, 6, 130}
 
 
-def run(*argv: str) -> tuple[int, str, str]:
-    """``main.py argv`` in this process: (exit code, stdout, stderr)."""
+def run(*argv: str, entry=main_script.ENTRY) -> tuple[int, str, str]:
+    """``main.py argv`` (or ``entry``'s script) in this process: (exit code, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(main_script.ENTRY, list(argv))
+        code = main(entry, list(argv))
     return code, out.getvalue(), err.getvalue()
 
 
-def one_error_line(stderr: str) -> str:
+def one_error_line(stderr: str, script: str = "main.py") -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("main.py: error: "), stderr
+    assert len(lines) == 1 and lines[0].startswith(f"{script}: error: "), stderr
     assert "Traceback" not in stderr
     return lines[0]
 
@@ -371,14 +372,15 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 
-def _flag_strategies(paths: list[str]):
-    """One strategy per option of main.py's parser: its flag followed by a value (good or bad) if it takes one."""
+def _flag_strategies(entry, paths: list[str]):
+    """One strategy per option of ``entry``'s parser: its flag followed by a value (good or bad) if it takes
+    one."""
     import argparse
     from ppo.cli import build_parser
 
     junk = st.sampled_from(["", "-1", "0", "nan", "inf", "1e309", "x", "3.5", "--", "é", "1" * 30])
     strategies = []
-    for action in build_parser(main_script.ENTRY)._actions:
+    for action in build_parser(entry)._actions:
         if isinstance(action, argparse._HelpAction) or not action.option_strings or action.dest == "debug":
             continue
         flag = st.sampled_from(action.option_strings)
@@ -394,7 +396,8 @@ def _flag_strategies(paths: list[str]):
                               st.sampled_from(["1e-4", "0.99", "0.5"]), junk)
         else:
             value = st.one_of(st.sampled_from(paths), junk,
-                              st.sampled_from(["CartPole-v1", "Pendulum-v1", "ALE/Pong-v5", "brax/ant", "Nope-v0"]))
+                              st.sampled_from(["CartPole-v1", "Pendulum-v1", "ALE/Pong-v5", "ALE/Breakout-v5",
+                                               "ALE/Nope-v5", "brax/ant", "Nope-v0"]))
         strategies.append(st.tuples(flag, value))
     return strategies
 
@@ -413,7 +416,9 @@ def bad_input_world(tmp_path_factory):
                   str(root / "out.gif"), str(root / "out.mp4"), str(root / "out.txt")]
 
 
-def test_random_flag_combinations_exit_with_documented_codes_and_no_traceback(bad_input_world, monkeypatch):
+@pytest.mark.parametrize("script,examples", [("main.py", 300), ("main_atari.py", 60)])
+def test_random_flag_combinations_exit_with_documented_codes_and_no_traceback(bad_input_world, monkeypatch, script,
+                                                                              examples):
     """A few hundred random combinations of flags and values per run. Training is not the point: a run stops
     once its arguments are resolved (the run directory, evaluation and recording are stubbed), so every
     combination checks parsing, presets, validation, environment ids and checkpoint reading."""
@@ -430,17 +435,19 @@ def test_random_flag_combinations_exit_with_documented_codes_and_no_traceback(ba
     before = digest(Path(paths[0]))
     outcomes: dict[int, int] = {}
 
-    @settings(max_examples=300, deadline=None, database=None, derandomize=False,
+    entry = importlib.import_module(script[:-3]).ENTRY
+
+    @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck))
-    @given(st.lists(st.one_of(*_flag_strategies(paths)), max_size=6))
+    @given(st.lists(st.one_of(*_flag_strategies(entry, paths)), max_size=6))
     def check(flags):
         argv = [part for flag in flags for part in flag]
-        code, stdout, stderr = run(*argv)
+        code, stdout, stderr = run(*argv, entry=entry)
         outcomes[code] = outcomes.get(code, 0) + 1
         assert code in DOCUMENTED_CODES, (argv, code, stderr)
         assert "Traceback" not in stdout + stderr, (argv, stderr)
         if code:
-            one_error_line(stderr)
+            one_error_line(stderr, script)
 
     check()
     assert digest(Path(paths[0])) == before  # no combination changed the checkpoint
