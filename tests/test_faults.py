@@ -451,4 +451,4 @@ def test_random_flag_combinations_exit_with_documented_codes_and_no_traceback(ba
 
     check()
     assert digest(Path(paths[0])) == before  # no combination changed the checkpoint
-    assert sum(outcomes.values()) >= 100 and set(outcomes) - {0}, outcomes
+    assert sum(outcomes.values()) >= examples // 2 and set(outcomes) - {0}, outcomes  # refusals among them
