@@ -266,8 +266,9 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(fork_server, tmp_pa
         if kills == 0:
             wait_for(latest.exists)  # before the first checkpoint there is nothing to resume
         mode = kills % 3
-        if mode == 0:  # anywhere, start-up and the resume's own writes included
-            time.sleep(rng.uniform(0.0, 0.2))
+        if mode == 0:  # anywhere, start-up and the resume's own writes included (at most 4 iterations on)
+            deadline = time.monotonic() + rng.uniform(0.0, 0.2)
+            wait_for(lambda: time.monotonic() > deadline or rows_in(run_dir / "metrics.csv") >= step // 32 + 4)
         elif mode == 1:  # as soon as a checkpoint is being written
             wait_for(lambda: any(name.startswith(".latest.") for name in os.listdir(checkpoints)))
         else:  # a few iterations on, somewhere in a rollout or an update
