@@ -4,7 +4,6 @@ test can kill a run twenty times and resume it in seconds)."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import time
