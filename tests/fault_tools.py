@@ -76,8 +76,9 @@ register_envs()
 
 
 def _child(argv: list[str], log: str, environ: dict[str, str]) -> None:
-    """In a forked process: run ``main.py argv`` with stdout and stderr going to ``log``; exits with main's
-    code (1 after an exception that escaped it: its traceback is in the log)."""
+    """In a forked process: run ``main.py argv`` with stdout and stderr going to ``log``, ``environ`` added
+    ($FAULT_SLOW_FSYNC: seconds every fsync waits, as on a slow disk); exits with main's code (1 after an
+    exception that escaped it: its traceback is in the log)."""
     code = 1
     try:
         descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -85,6 +86,9 @@ def _child(argv: list[str], log: str, environ: dict[str, str]) -> None:
         os.dup2(descriptor, 2)
         os.close(descriptor)
         os.environ.update(environ)
+        if environ.get("FAULT_SLOW_FSYNC"):  # a slow disk: every fsync takes this many seconds more
+            fsync, delay = os.fsync, float(environ["FAULT_SLOW_FSYNC"])
+            os.fsync = lambda descriptor: (time.sleep(delay), fsync(descriptor))[1]
         import main as main_script
         from ppo.cli import main
         code = main(main_script.ENTRY, argv)

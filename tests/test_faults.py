@@ -262,7 +262,8 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(fork_server, tmp_pa
     argv = [*flags, "--run-name", "killed"]
     kills = during_writes = step = 0
     while kills < 24:
-        pid = fork_server.start(argv, tmp_path / f"life{kills}.log")
+        # checkpoint writes take 5 ms (a slow disk), so that kills land inside them on fast disks too
+        pid = fork_server.start(argv, tmp_path / f"life{kills}.log", FAULT_SLOW_FSYNC="0.005")
         if kills == 0:
             wait_for(latest.exists)  # before the first checkpoint there is nothing to resume
         mode = kills % 3
@@ -270,7 +271,8 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(fork_server, tmp_pa
             deadline = time.monotonic() + rng.uniform(0.0, 0.2)
             wait_for(lambda: time.monotonic() > deadline or rows_in(run_dir / "metrics.csv") >= step // 32 + 4)
         elif mode == 1:  # as soon as a checkpoint is being written
-            wait_for(lambda: any(name.startswith(".latest.") for name in os.listdir(checkpoints)))
+            wait_for(lambda: any(name.startswith(".latest.") for name in os.listdir(checkpoints))
+                     or rows_in(run_dir / "metrics.csv") >= step // 32 + 4)
         else:  # a few iterations on, somewhere in a rollout or an update
             target = step // 32 + rng.randint(1, 3)
             wait_for(lambda: rows_in(run_dir / "metrics.csv") >= target)
