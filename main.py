@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from ppo.cli import main
+from ppo.cli import finish, main
 from ppo.entry import EntryPoint
 from ppo.config import PPOConfig
 from common.errors import UsageError
@@ -99,4 +99,4 @@ ENTRY = EntryPoint(
 )
 
 if __name__ == "__main__":
-    sys.exit(main(ENTRY))
+    sys.exit(finish(main(ENTRY)))

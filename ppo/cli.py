@@ -9,6 +9,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -57,6 +58,16 @@ def build_parser(entry: EntryPoint) -> argparse.ArgumentParser:
     actions.add_argument("--list-presets", action="store_true", help="print the tuned presets and exit")
     actions.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
+
+
+def finish(code: int) -> int:
+    """The entry scripts end with ``sys.exit(finish(main(ENTRY)))``: returns ``code`` after freezing the garbage
+    collector's objects (``gc.freeze``), so that the interpreter's exit does not walk every object of torch,
+    matplotlib and TensorBoard in its final collections (about 0.4 s of a 100k-step CartPole command, against
+    0.1 s). Files are closed by then; objects are still freed by reference counting at exit. Call it only when
+    the process ends next (tests call :func:`main` directly)."""
+    gc.freeze()
+    return code
 
 
 def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:
