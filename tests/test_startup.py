@@ -42,3 +42,10 @@ print(json.dumps([code, dynamo, frozen_before, gc.get_freeze_count() > 0]))
     code, dynamo, frozen_before, frozen = python(code)
     assert code == 0 and not dynamo  # the optimizer was made, stepped, saved and loaded without TorchDynamo
     assert frozen_before == 0 and frozen
+
+
+def test_the_learning_curve_does_not_load_the_video_modules():
+    loaded = python("import json, sys; from videos import plot_learning_curve; import videos.curves; "
+                    "print(json.dumps([m for m in ('cv2', 'imageio', 'videos.render', 'videos.writers') "
+                    "if m in sys.modules]))")
+    assert loaded == []

@@ -2,25 +2,25 @@
 
     python main.py --record runs/<run>/checkpoints/final.pt --output after.gif   (the entry scripts record checkpoints)
 
-Importing this package does not import matplotlib; :func:`plot_learning_curve` loads it when called.
+Importing this package imports none of its modules (cv2, imageio, matplotlib): each name is loaded on first
+use, and :func:`plot_learning_curve` loads matplotlib when called.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
-from videos.capture import capture_training_videos
-from videos.render import Recording, make_render_env, record_episodes
-from videos.writers import (read_frames, side_by_side, write_gif, write_mp4, write_side_by_side_gif,
-                            write_video)
+# name -> module; loaded on first use, so that ``videos.curves`` (matplotlib) does not bring cv2 and imageio
+_EXPORTS = {"Recording": "videos.render", "make_render_env": "videos.render", "record_episodes": "videos.render",
+            "capture_training_videos": "videos.capture", "plot_learning_curve": "videos.curves",
+            **{name: "videos.writers" for name in ("read_frames", "side_by_side", "write_gif", "write_mp4",
+                                                   "write_side_by_side_gif", "write_video")}}
 
-__all__ = ["Recording", "capture_training_videos", "make_render_env", "plot_learning_curve", "read_frames",
-           "record_episodes", "side_by_side", "write_gif", "write_mp4", "write_side_by_side_gif",
-           "write_video"]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name == "plot_learning_curve":
-        from videos.curves import plot_learning_curve
-        return plot_learning_curve
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'videos' has no attribute {name!r}")
