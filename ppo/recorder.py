@@ -62,25 +62,21 @@ def _writing(path: Path) -> Iterator[None]:
         raise write_failure(path, error) from error
 
 
-_quiet_hook_installed = False
-
-
 def _quiet_tensorboard_thread() -> None:
     """TensorBoard's writer thread dies on a write error (disk full) and the error surfaces again in the main
-    thread at the next ``add_scalar`` or ``close``, where it becomes a one-line WriteFailure; keep the
-    thread's own traceback off stderr."""
-    global _quiet_hook_installed
-    if _quiet_hook_installed:
-        return
+    thread at the next ``add_scalar``, ``flush`` or ``close``, where it becomes a one-line WriteFailure; keep
+    the thread's own traceback off stderr (a hook in front of whatever ``threading.excepthook`` is now)."""
     previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard", False):
+        return
 
     def hook(args: Any) -> None:
         if type(args.thread).__name__ == "_AsyncWriterThread" and issubclass(args.exc_type, Exception):
             return
         previous(args)
 
+    hook.quiets_tensorboard = True  # type: ignore[attr-defined]
     threading.excepthook = hook
-    _quiet_hook_installed = True
 
 
 def _format(value: Any) -> Any:
