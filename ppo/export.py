@@ -23,11 +23,12 @@ environment, the spaces and the checkpoint. Run it with onnxruntime::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -123,18 +124,18 @@ def export_policy(agent: nn.Module, info: Any, output: str | Path, metadata: dic
     return atomic_write(output, lambda temporary: program.save(temporary))
 
 
-class _quiet_exporter_logs:
+@contextlib.contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
     """Silence the exporter's INFO/WARNING log lines (e.g. "torchvision is not installed") while exporting."""
-
-    def __enter__(self) -> None:
-        self.loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export",
-                                                             "onnxscript", "torch.fx.experimental.symbolic_shapes")]
-        self.levels = [logger.level for logger in self.loggers]
-        for logger in self.loggers:
-            logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc: Any) -> None:
-        for logger, level in zip(self.loggers, self.levels):
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export", "onnxscript",
+                                                    "torch.fx.experimental.symbolic_shapes")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
             logger.setLevel(level)
 
 
