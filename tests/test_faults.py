@@ -96,10 +96,11 @@ def test_default_run_names_never_collide(tmp_path, monkeypatch):
             claimed.append(ppo.run.prepare_run_dir(config, None))
 
     threads = [threading.Thread(target=claim) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    with ppo.run._run_dir_locks():
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     names = sorted(path.name for path in claimed)
     assert len(set(names)) == 32 and len(list(tmp_path.iterdir())) == 32
     base = "CartPole-v1__1__20260101-000000"
@@ -298,7 +299,26 @@ def test_sigkill_at_random_moments_then_resume_loses_nothing(fork_server, tmp_pa
     final, expected = load_checkpoint(checkpoints / "final.pt"), load_checkpoint(
         tmp_path / "reference" / "checkpoints" / "final.pt")
     assert all(torch.equal(final["model"][key], expected["model"][key]) for key in expected["model"])
-    assert not [path for path in [*run_dir.glob(".*"), *checkpoints.glob(".*")]]  # stale temporaries removed
+    assert not [path for path in [*run_dir.glob(".*.tmp.*"), *checkpoints.glob(".*")]]  # stale temporaries removed
+
+
+def test_a_run_under_way_cannot_be_resumed_twice_and_a_killed_one_can(fork_server, tmp_path):
+    # a second --resume of a live run would write the same files: refused; after kill -9 the lock is gone
+    log, latest = tmp_path / "run.log", tmp_path / "live" / "checkpoints" / "latest.pt"
+    pid = fork_server.start(["--environment-id", "CartPole-v1", *TINY, "--checkpoint-interval", "1",
+                             "--total-timesteps", "10000000", "--output-dir", str(tmp_path), "--run-name", "live"], log)
+    try:
+        wait_for(latest.exists)
+        code, _, stderr = run("--resume", str(latest), "--no-progress")
+        assert code == 2
+        assert f"is in use by another run (pid {pid})" in one_error_line(stderr)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        fork_server.wait(pid)
+    step = int(load_checkpoint(latest)["global_step"])
+    code, _, stderr = run("--resume", str(latest), "--no-progress", "--total-timesteps", str(step + 32))
+    assert code == 0, stderr
+    assert int(load_checkpoint(tmp_path / "live" / "checkpoints" / "final.pt")["global_step"]) == step + 32
 
 
 SLOW = ["--num-envs", "1", "--num-steps-collected", "16", "--num-mini-batches",
