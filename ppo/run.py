@@ -127,7 +127,10 @@ def run_training(entry: EntryPoint, explicit: dict[str, Any], resume: str | None
     distributed = init_from_environment(plan.config.use_gpu)
     try:
         with _signals_interrupt(), _run_dir_locks():
-            code = _run(entry, plan, distributed.device if distributed.enabled else device, distributed)
+            try:
+                code = _run(entry, plan, distributed.device if distributed.enabled else device, distributed)
+            finally:
+                _draw_deferred_curves()  # the run's final learning curve, once its last line is printed
     except BaseException:
         distributed.close()
         raise
@@ -533,7 +536,8 @@ def _learning_curve_writer(run_dir: Path, finished: Callable[[], bool], min_inte
                            warn: Callable[[str, str], None] | None = None) -> Callable[[Path], None]:
     """A :attr:`Trainer.on_checkpoint` hook that redraws ``learning_curve.png`` when episodes.csv changed:
     during training at most once per ``min_interval_s`` seconds (a plot costs tenths of a second, which
-    short runs would feel), and always once ``finished()`` (the run ended or was interrupted)."""
+    short runs would feel), and always once ``finished()`` (the run ended or was interrupted): that last one is
+    drawn by :func:`run_training` after the run's last line."""
     last_stamp: tuple[int, int] | None = None
     written = False
     last_time = time.monotonic()
@@ -547,15 +551,31 @@ def _learning_curve_writer(run_dir: Path, finished: Callable[[], bool], min_inte
         if written and stamp == last_stamp:
             return
         last_time = time.monotonic()
-        from videos.curves import plot_learning_curve  # lazily: matplotlib stays off the training path
-        try:
-            plot_learning_curve(run_dir)
-        except Exception as error:  # noqa: BLE001 - a missing plot must not end a training run
-            failure = write_failure(run_dir / "learning_curve.png", error)
-            (warn or _Warnings())("curve", f"could not write '{failure.path}' ({failure.reason}); training goes on")
+
+        def draw() -> None:
+            from videos.curves import plot_learning_curve  # lazily: matplotlib stays off the training path
+            try:
+                plot_learning_curve(run_dir)
+            except Exception as error:  # noqa: BLE001 - a missing plot must not end a training run
+                failure = write_failure(run_dir / "learning_curve.png", error)
+                (warn or _Warnings())("curve", f"could not write '{failure.path}' ({failure.reason}); training goes on")
+        if finished():  # matplotlib's import and the drawing (about 0.5 s) wait until the evaluation is printed
+            _DEFERRED_CURVES.append(draw)
+        else:
+            draw()
         last_stamp, written = stamp, True
 
     return write
+
+
+# The final drawings of :func:`_learning_curve_writer`, made by :func:`run_training` once the run has printed its
+# last line (the evaluation): the result is on the screen half a second sooner, the command takes as long.
+_DEFERRED_CURVES: list[Callable[[], None]] = []
+
+
+def _draw_deferred_curves() -> None:
+    while _DEFERRED_CURVES:
+        _DEFERRED_CURVES.pop(0)()
 
 
 def _comparison_line(config: PPOConfig, info: Any) -> str:

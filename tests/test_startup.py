@@ -49,3 +49,12 @@ def test_the_learning_curve_does_not_load_the_video_modules():
                     "print(json.dumps([m for m in ('cv2', 'imageio', 'videos.render', 'videos.writers') "
                     "if m in sys.modules]))")
     assert loaded == []
+
+
+def test_the_final_learning_curve_is_drawn_after_the_evaluation(cli, tmp_path):
+    result = cli("main.py", "--num-envs", "2", "--num-steps-collected", "32", "--total-timesteps", "128",
+                 "--eval-episodes", "2", "--no-progress", "--output-dir", str(tmp_path), "--run-name", "run")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "run"
+    # drawn by run_training once the evaluation is printed (not at the last checkpoint, before it)
+    assert (run / "learning_curve.png").stat().st_mtime_ns > (run / "evaluation.json").stat().st_mtime_ns
