@@ -83,9 +83,9 @@ def test_an_existing_run_name_is_refused_and_the_first_run_is_untouched(tmp_path
 
 def test_default_run_names_never_collide(tmp_path, monkeypatch):
     # every run "starts in the same second": 4 threads x 8 runs claim directories at once
-    import ppo.run
+    import ppo.run_dir
     from ppo.config import PPOConfig
-    monkeypatch.setattr(ppo.run, "default_run_name", lambda config: "CartPole-v1__1__20260101-000000")
+    monkeypatch.setattr(ppo.run_dir, "default_run_name", lambda config: "CartPole-v1__1__20260101-000000")
     config = PPOConfig(output_dir=str(tmp_path))
     claimed: list[Path] = []
     barrier = threading.Barrier(4)
@@ -93,10 +93,10 @@ def test_default_run_names_never_collide(tmp_path, monkeypatch):
     def claim() -> None:
         barrier.wait()
         for _ in range(8):
-            claimed.append(ppo.run.prepare_run_dir(config, None))
+            claimed.append(ppo.run_dir.prepare_run_dir(config, None))
 
     threads = [threading.Thread(target=claim) for _ in range(4)]
-    with ppo.run._run_dir_locks():
+    with ppo.run_dir.run_dir_locks():
         for thread in threads:
             thread.start()
         for thread in threads:
