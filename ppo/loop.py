@@ -34,29 +34,17 @@ class Trainer:
     (:func:`ppo.gae.compute_gae`) -> ``num_epochs`` of minibatch updates (:class:`ppo.learners.Learner`) ->
     observation statistics updated with the rollout -> log -> ``latest.pt`` when due.
 
-    Args:
-        config: the resolved hyperparameters.
-        envs: a SAME_STEP-autoreset vector env with episode statistics (``wrappers.make_vector_env``).
-        agent: a :class:`networks.ActorCritic` already on ``device``.
-        device: the learner's device.
-        learner: the update's backend; None builds the one ``config.learner`` picks.
-        recorder: where metrics go; None logs nothing.
-        checkpoint_dir: where ``latest.pt`` and ``final.pt`` go; None writes none.
-        checkpoint_metadata: plain data stored in every checkpoint (entry point, spaces).
-        env_state: ``(get, set)`` of environment-side state for checkpoints (see the collector), or None.
-        distributed: a multi-process run's context, or None. With more than one rank, gradients are averaged
-            across ranks, the observation normalizer sees every rank's rollout, rank ``r`` seeds its envs and
-            sampling with ``seed + 1000 * r``, stop and skip decisions are agreed across ranks, and logged
-            steps count all ranks' steps.
+    Args: ``config``, the SAME_STEP-autoreset vector ``envs`` with episode statistics, the ``agent`` on
+    ``device``; the ``learner`` (None: the one ``config.learner`` picks); the ``recorder`` of metrics and the
+    ``checkpoint_dir`` (None: none); plain ``checkpoint_metadata``; ``env_state``, the ``(get, set)`` of
+    environment-side state (see the collector); the ``distributed`` context of a multi-process run (gradients
+    averaged, normalizer fed every rank's rollout, rank ``r`` seeded ``seed + 1000 r``, stop and skip decisions
+    agreed, logged steps all ranks').
 
-    Attributes:
-        stop_requested: set it (from a signal handler) to stop at the next step; the rollout under way is
-            abandoned and checkpoints keep the state from before it.
-        on_checkpoint: None, or a callable given the path of every checkpoint :meth:`save` writes.
-        last_checkpoint: ``(path, global_step)`` of the newest checkpoint written (or resumed from), all
-            ranks' steps; None before the first.
-        timings: seconds of ``update`` (GAE, update, normalizer), ``logging`` and ``checkpoints``; the
-            collector's ``env`` and ``inference`` are in ``collector.timings``.
+    Attributes: ``stop_requested`` (set by a signal handler: stop at the next step, abandoning the rollout under
+    way), ``on_checkpoint`` (called with each checkpoint's path), ``last_checkpoint`` (``(path, all ranks'
+    step)`` of the newest one written or resumed from), ``timings`` (seconds of ``update``, ``logging`` and
+    ``checkpoints``; ``env`` and ``inference`` are in ``collector.timings``).
     """
 
     def __init__(self, config: PPOConfig, envs: VectorEnv, agent: nn.Module, device: torch.device,
@@ -162,10 +150,7 @@ class Trainer:
         return True
 
     def _count_fault(self, fault: str | None) -> None:
-        if not fault:
-            self.consecutive_faults = 0
-            return
-        self.consecutive_faults += 1
+        self.consecutive_faults = self.consecutive_faults + 1 if fault else 0
         if self.consecutive_faults >= MAX_CONSECUTIVE_FAULTS:
             raise NumericalError(f"non-finite {fault} in {self.consecutive_faults} consecutive iterations (last "
                                  f"at step {self.global_step}); stopped, checkpoints/latest.pt holds the last "
