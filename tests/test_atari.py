@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.errors import UsageError
 from networks import NatureCNNActorCritic
 from ppo.config import FIELDS, PPOConfig
 from ppo.loop import Trainer
@@ -164,9 +165,10 @@ def test_main_atari_trains_evaluates_and_writes_the_run_directory(cli, tmp_path)
     assert result.stdout.splitlines()[0] == f"Run directory: {run_dir}"
     config = json.loads((run_dir / "config.json").read_text())
     assert set(config) == set(FIELDS) | {"resolved_learner"}
+    # the atari family preset, then Pong's own (envpool's Pong-v5: clip 0.2, no sticky actions), then the flags
     assert (config["environment_id"], config["num_envs"], config["sticky_action_probability"]) == (
-        "ALE/Pong-v5", 2, 0.25)
-    assert (config["clip_coeff"], config["ent_loss_coeff"]) == (0.1, 0.01)  # the Atari preset
+        "ALE/Pong-v5", 2, 0.0)
+    assert (config["clip_coeff"], config["ent_loss_coeff"], config["learning_rate"]) == (0.2, 0.01, 2.5e-4)
     metrics = read_csv(run_dir / "metrics.csv")
     assert tuple(metrics[0]) == METRIC_COLUMNS and int(metrics[-1]["global_step"]) == 64
     assert tuple((run_dir / "episodes.csv").read_text().splitlines()[0].split(",")) == EPISODE_COLUMNS
@@ -216,12 +218,17 @@ def test_main_refuses_atari_games_naming_main_atari_py(cli):
         "main.py: error: ALE/Pong-v5 is an Atari game: train it with main_atari.py")
 
 
-def test_normalization_flags_are_refused_before_any_work(tmp_path, capsys):
+def test_normalization_flags_are_not_atari_flags(tmp_path, capsys):
+    """main_atari.py scales frames in the network and clips rewards: its command line has no normalization
+    flags, and a config that asks for them (a preset, a checkpoint) is refused before any work."""
     import main_atari
     from ppo.cli import main
     code = main(main_atari.ENTRY, [*TINY, "--normalize-rewards", "--output-dir", str(tmp_path)])
     assert code == 2
-    assert "drop --normalize-rewards" in capsys.readouterr().err
+    assert "unrecognized arguments: --normalize-rewards" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="drop --normalize-rewards"):
+        main_atari.check_config(PPOConfig(environment_id="ALE/Pong-v5", normalize_rewards=True,
+                                          normalize_observations=False))
     assert not any(tmp_path.iterdir())  # no run directory was created
 
 
