@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,26 @@ def start_and_signal(args: list, run_dir: Path, sig: int, after_rows: int, timeo
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=timeout)
     return process, stderr
+
+
+def make_trainer(environment_id: str = "CartPole-v1", **overrides: Any) -> tuple[Any, Any]:
+    """A small :class:`ppo.loop.Trainer` (2 envs x 16 steps, 2 minibatches, 1 epoch, 64 steps, lr 1e-3, with
+    ``overrides``) of an MLP agent seeded with 0 on the CPU; returns ``(trainer, agent)``."""
+    import torch
+
+    from networks import MLPActorCritic
+    from ppo.config import PPOConfig
+    from ppo.loop import Trainer
+    from wrappers import describe_environment, make_vector_env
+    config = PPOConfig(**{"environment_id": environment_id, "num_envs": 2, "num_steps_collected": 16,
+                          "num_mini_batches": 2, "num_epochs": 1, "total_timesteps": 64, "learning_rate": 1e-3,
+                          **overrides})
+    info = describe_environment(config.environment_id)
+    envs = make_vector_env(config.environment_id, config.num_envs)
+    torch.manual_seed(0)
+    agent = MLPActorCritic(info.observation_space.shape, info.action_space,
+                           normalize_observations=config.normalize_observations)
+    return Trainer(config, envs, agent, torch.device("cpu")), agent
 
 
 @pytest.fixture

@@ -3,23 +3,8 @@
 import pytest
 import torch
 
-from networks import MLPActorCritic
-from ppo.config import PPOConfig
 from ppo.learners.parameters import flat_optimizer_state
-from ppo.loop import Trainer
-from wrappers import describe_environment, make_vector_env
-
-
-def make_trainer(environment_id="CartPole-v1", **overrides):
-    config = PPOConfig(**{"environment_id": environment_id, "num_envs": 2, "num_steps_collected": 16,
-                          "num_mini_batches": 2, "num_epochs": 1, "total_timesteps": 64, "learning_rate": 1e-3,
-                          **overrides})
-    info = describe_environment(config.environment_id)
-    envs = make_vector_env(config.environment_id, config.num_envs)
-    torch.manual_seed(0)
-    agent = MLPActorCritic(info.observation_space.shape, info.action_space,
-                           normalize_observations=config.normalize_observations)
-    return Trainer(config, envs, agent, torch.device("cpu")), agent
+from conftest import make_trainer
 
 
 def _holds(flat, parameters):
