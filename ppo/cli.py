@@ -35,9 +35,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(entry: EntryPoint) -> argparse.ArgumentParser:
     """The full parser: every :class:`ppo.config.PPOConfig` field plus the actions (evaluate, record, resume,
     presets)."""
-    parser = _Parser(prog=entry.script, usage=f"python {entry.script} [FLAGS] | --evaluate/--record/--resume "
-                     "CHECKPOINT | --list-presets", description=entry.description + " Values: the defaults below, then "
-                     "the presets for the environment (--list-presets), then the flags given.",
+    usage = f"python {entry.script} [FLAGS] | --evaluate/--record/--export/--resume CHECKPOINT | --list-presets"
+    parser = _Parser(prog=entry.script, usage=usage, description=entry.description + " Values: the defaults below, "
+                     "then the presets for the environment (--list-presets), then the flags given.",
                      formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=36, width=110))
     add_config_arguments(parser, entry.name)
     actions = parser.add_argument_group("Actions")
