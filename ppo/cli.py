@@ -85,7 +85,8 @@ def main(entry: EntryPoint, argv: Sequence[str] | None = None) -> int:
         if action["evaluate"]:
             from ppo.actions import describe_evaluation, run_evaluation
             result = run_evaluation(entry, action["evaluate"], arguments.get("eval_episodes"),
-                                    action["eval_random"], arguments.get("use_gpu", False), arguments.get("eval_policy"))
+                                    action["eval_random"], arguments.get("use_gpu", False),
+                                    arguments.get("eval_policy"))
             line = describe_evaluation(result)
             if "random_mean_return" in result:
                 line += f"; random agent: {result['random_mean_return']:.2f} +- {result['random_std_return']:.2f}"

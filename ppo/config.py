@@ -45,7 +45,8 @@ class PPOConfig:
                                     choices=("sync", "async"), group="Environment")
     env_backend: str = _flag("gymnasium", "what steps the envs: gymnasium's vector envs (see "
                              "--vectorization-mode), envpool's C++ thread pool (MuJoCo and Atari ids; pip install -r "
-                             "requirements-envpool.txt), or Brax on JAX (brax/<name> ids; pip install -r requirements-brax.txt)",
+                             "requirements-envpool.txt), or Brax on JAX (brax/<name> ids; pip install -r "
+                             "requirements-brax.txt)",
                              choices=("gymnasium", "envpool", "brax"), group="Environment")
     total_timesteps: int = _flag(1_000_000, "environment steps to train for, summed over all envs",
                                  group="Environment")

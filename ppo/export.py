@@ -5,7 +5,8 @@ evaluation would take (``agent.act(observations, deterministic=True)``):
 
 * input ``observations``: ``[N, *observation_shape]``, float32 for vector observations (cast float64 ones;
   DM Control's Dict observations flattened as ``gymnasium.wrappers.FlattenObservation`` does), uint8 frames
-  ``[N, 4, 84, 84]`` for Atari (the preprocessed, stacked frames of ``wrappers.make_atari_env``). ``N`` is dynamic. The observation normalization (``main.py``
+  ``[N, 4, 84, 84]`` for Atari (the preprocessed, stacked frames of ``wrappers.make_atari_env``). ``N`` is
+  dynamic. The observation normalization (``main.py``
   with ``--normalize-observations``: the checkpoint's running mean and variance, frozen, and the clip) or
   the 1/255 scaling of frames is inside the model.
 * output ``actions``: Discrete spaces: the most likely action, int64 ``[N]``. Box spaces: the mean of the
