@@ -249,7 +249,7 @@ class Trainer:
         path = self.checkpoint_dir / name
         if not self.abandoned_rollout:
             self.resume_point = self._capture_resume_point()
-        if self.recorder is not None and hasattr(self.recorder, "sync"):
+        if self.recorder is not None:
             self.recorder.sync()  # the logs on the disk first: a checkpoint is never ahead of its rows
         try:
             save_checkpoint(path, self.state_dict())

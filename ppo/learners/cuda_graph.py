@@ -170,12 +170,10 @@ class CudaGraphLearner(Learner):
         self.totals.add_(torch.cat([torch.where(skipped > 0, 0.0, statistics), taken, skipped]))
         self.epoch_totals.add_(torch.cat([torch.where(skipped > 0, 0.0, losses.approx_kl.unsqueeze(0)), taken]))
 
-    def _capture_update(self, buffer: RolloutBuffer) -> None:
-        """Allocate the static minibatch (filled with the buffer's first rows for the warm-up) and capture
-        :meth:`_train_step`."""
-        minibatch_size = self.config.minibatch_size
-        flat = self._flat_fields(buffer)
-        self.static_batch = Minibatch(*(field[:minibatch_size].clone() for field in flat))
+    def _capture_update(self, batch: Minibatch) -> None:
+        """Allocate the static minibatch (a copy of ``batch``, the warm-up's input) and capture
+        :meth:`_train_step`; the warm-up and capture steps are skipped (``force_skip``)."""
+        self.static_batch = Minibatch(*(field.clone() for field in batch))
         self.force_skip.fill_(1.0)
         self.graph, _ = graphs.capture(self._train_step, "PPO update (minibatch step)")
         self.force_skip.fill_(0.0)
@@ -201,12 +199,12 @@ class CudaGraphLearner(Learner):
         """:meth:`Learner.update` by graph replays: the same epochs, shuffles, skips and target-KL stop."""
         config = self.config
         self.prepare(buffer)
-        if self.graph is None:
-            self._capture_update(buffer)
-        self.clip_coeff.fill_(clip_coeff)
-        self.totals.zero_()
         flat = self._flat_fields(buffer)
         batch_size, minibatch_size = buffer.num_steps * buffer.num_envs, config.minibatch_size
+        if self.graph is None:
+            self._capture_update(Minibatch(*(field[:minibatch_size] for field in flat)))
+        self.clip_coeff.fill_(clip_coeff)
+        self.totals.zero_()
         for _epoch in range(config.num_epochs):
             permutation = self._epoch_permutation(batch_size)
             self.epoch_totals.zero_()
@@ -229,10 +227,7 @@ class CudaGraphLearner(Learner):
             raise ValueError(f"the cuda-graph learner's minibatches hold {self.config.minibatch_size} transitions, "
                              f"got {batch.observations.shape[0]}")
         if self.graph is None:
-            self.static_batch = Minibatch(*(field.clone() for field in batch))
-            self.force_skip.fill_(1.0)
-            self.graph, _ = graphs.capture(self._train_step, "PPO update (minibatch step)")
-            self.force_skip.fill_(0.0)
+            self._capture_update(batch)
         for source, target in zip(batch, self.static_batch):
             target.copy_(source)
         self.clip_coeff.fill_(clip_coeff)
