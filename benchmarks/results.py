@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 RESULTS_DIR = ROOT / "docs" / "results"
 RECORDS_DIR = RESULTS_DIR / "records"
+DIAGNOSTICS_DIR = RESULTS_DIR / "diagnostics"  # written by python -m benchmarks.diagnose
 RESULTS_PATH = ROOT / "docs" / "results.md"
 README_BEGIN = "<!-- results-table:begin (python -m benchmarks.results render --readme README.md) -->"
 README_END = "<!-- results-table:end -->"
@@ -231,6 +232,25 @@ def _published(environment_id: str) -> tuple[str, str]:
     return f"{published['mean_return']:g} at {_steps(int(published['steps']))}", published.get("source", "")
 
 
+# The worst seed must reach this fraction of the published return (for a negative return, a cost: at most
+# 1 / WORST_FRACTION times the published cost).
+WORST_FRACTION = 0.7
+
+
+def target_verdict(environment_id: str, median: float, worst: float, budget: int) -> str:
+    """"met" when the median evaluation return is at least the published PPO number at the same budget and the
+    worst seed reaches :data:`WORST_FRACTION` of it; otherwise what falls short; "" without a published number."""
+    from ppo.presets import published_result
+    published = published_result(environment_id)
+    if not published or int(published["steps"]) != budget:
+        return ""
+    target = float(published["mean_return"])
+    worst_target = target * WORST_FRACTION if target >= 0 else target / WORST_FRACTION
+    misses = ([f"median < {target:g}"] if median < target else []) + \
+        ([f"worst < {worst_target:.0f}"] if worst < worst_target else [])
+    return "met" if not misses else "no: " + ", ".join(misses)
+
+
 def _command(record: dict[str, Any]) -> str:
     script = "main_atari.py" if record["family"] == "atari" else "main.py"
     return f"python {script} --environment-id {record['environment_id']} --seed {record['seed']}"
@@ -263,6 +283,8 @@ def summary_rows(current: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "seeds": [r["seed"] for r in records], "median": statistics.median(means),
                      "worst": worst["evaluation"]["mean_return"], "worst_seed": worst["seed"],
                      "published": published, "source": source,
+                     "target": target_verdict(environment_id, statistics.median(means), min(means),
+                                              int(records[0]["config"]["total_timesteps"])),
                      "median_wall_time_s": statistics.median(r["training"]["wall_time_s"] for r in records)})
     return rows
 
@@ -275,13 +297,13 @@ def _seeds(seeds: list[int]) -> str:
 
 def readme_table(current: list[dict[str, Any]]) -> str:
     """The short table of the README: one row per environment."""
-    lines = ["| environment | preset | budget | seeds | evaluation return: median (worst seed) | published PPO |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| environment | preset | budget | seeds | evaluation return: median (worst seed) | published PPO | "
+             "target met |", "|---|---|---|---|---|---|---|"]
     for row in summary_rows(current):
         published = f"{row['published']}, {row['source']}" if row["published"] else ""
         lines.append(f"| {row['environment_id']} | {' + '.join(row['preset_names'])} (`{row['preset']}`) | "
                      f"{row['budget']} | {_seeds(row['seeds'])} | {row['median']:.1f} ({row['worst']:.1f}) | "
-                     f"{published} |")
+                     f"{published} | {row['target']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -296,6 +318,9 @@ def results_markdown(current: list[dict[str, Any]], records_dir: Path = RECORDS_
              "of training (greedy actions, frozen normalization, fresh environments). Only runs whose",
              "hyperparameters are today's presets appear; `preset` is a hash of those hyperparameters",
              "(base defaults, family and environment presets: [presets.md](presets.md)).", "",
+             "`target met`: the median of the seeds is at least the published PPO return at the same budget, and",
+             f"the worst seed reaches {WORST_FRACTION:.0%} of it (for a negative return, a cost: at most "
+             f"{1 / WORST_FRACTION:.2f} times the published cost).", "",
              "To reproduce a table section, run its seeds, then collect and render:", "", "```bash"]
     for environment_id, records in groups.items():
         seeds = " ".join(str(r["seed"]) for r in records)
@@ -307,12 +332,12 @@ def results_markdown(current: list[dict[str, Any]], records_dir: Path = RECORDS_
     lines += [f"python -m benchmarks.results collect {globs}", "python -m benchmarks.results render --readme README.md",
               "```", "", "## Summary", "",
               "| environment | preset | budget | seeds | median evaluation return | worst seed | "
-              "median training wall time | published PPO | source |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "median training wall time | published PPO | source | target met |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary_rows(current):
         lines.append(f"| {row['environment_id']} | {row['preset_label']} | {row['budget']} | {_seeds(row['seeds'])} "
                      f"| {row['median']:.1f} | {row['worst']:.1f} (seed {row['worst_seed']}) | "
-                     f"{_seconds(row['median_wall_time_s'])} | {row['published']} | {row['source']} |")
+                     f"{_seconds(row['median_wall_time_s'])} | {row['published']} | {row['source']} | {row['target']} |")
     lines += ["", "## Every run", "",
               "| environment | gymnasium | preset | budget | seed | evaluation mean ± std (episodes) | "
               "training wall time | published PPO | source | learning curve |",
@@ -326,6 +351,7 @@ def results_markdown(current: list[dict[str, Any]], records_dir: Path = RECORDS_
                          f"{_steps(int(r['config']['total_timesteps']))} | {r['seed']} | "
                          f"{e['mean_return']:.1f} ± {e['std_return']:.1f} ({e['episodes']}) | "
                          f"{_seconds(r['training']['wall_time_s'])} | {published} | {source} | {curve} |")
+    lines += diagnostics_markdown()
     machines: dict[str, list[str]] = {}
     for r in current:
         m, v = r.get("machine", {}), r.get("versions", {})
@@ -334,10 +360,32 @@ def results_markdown(current: list[dict[str, Any]], records_dir: Path = RECORDS_
         machines.setdefault(key, []).append(r["environment_id"])
     lines += ["", "## Machine", "",
               "Training wall time is the last `wall_time_s` of the run's `metrics.csv`: from the first rollout",
-              "to the end of the last update, on this machine and these package versions:", ""]
+              "to the end of the last update, on this machine and these package versions. Runs shared the machine",
+              "with other runs (up to four at a time on 2 cores), so these times are upper bounds; speed measured",
+              "alone is in [performance.md](performance.md).", ""]
     for key, environments in machines.items():
         lines.append(f"- {key}: {', '.join(sorted(set(environments)))}")
     return "\n".join(lines) + "\n"
+
+
+def diagnostics_markdown(diagnostics_dir: Path = DIAGNOSTICS_DIR) -> list[str]:
+    """The "Diagnostics" section: each figure of ``benchmarks.diagnose`` (``NAME.png`` with ``NAME.json``) with
+    its note and the commands of its runs; no lines without figures."""
+    descriptions = sorted(diagnostics_dir.glob("*.json"))
+    if not descriptions:
+        return []
+    relative = os.path.relpath(diagnostics_dir, RESULTS_PATH.parent)
+    lines = ["", "## Diagnostics", "",
+             "Training curves (return, entropy, approx KL, clip fraction, explained variance, value loss) of runs",
+             "side by side, by `python -m benchmarks.diagnose RUN_DIR... --output docs/results/diagnostics/NAME.png`",
+             "from the runs of the commands below each figure."]
+    for path in descriptions:
+        description = json.loads(path.read_text())
+        lines += ["", f"### {description['title']}", "", f"![{description['title']}]({relative}/{path.stem}.png)", ""]
+        if description.get("note"):
+            lines += [description["note"], ""]
+        lines += ["```bash", *(run["command"] for run in description["runs"]), "```"]
+    return lines
 
 
 def readme_block(text: str) -> str | None:

@@ -1,9 +1,11 @@
 """The generated documents match the code they describe: docs/flags.md the argument parsers, docs/presets.md
-ppo/presets.toml. Regenerate both with ``python -m benchmarks.flags``."""
+ppo/presets.toml (regenerate both with ``python -m benchmarks.flags``), docs/results.md the run records; and
+the scripts that write them (benchmarks.results, benchmarks.diagnose, benchmarks.compare) do what they say."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -118,3 +120,33 @@ def test_results_collect_and_render_keep_only_todays_preset(tmp_path, monkeypatc
     assert "| CartPole-v1 |" in table and "| 1-3 | 490.0 (480.0) |" in table
     text = results.results_markdown(current_records, records)
     assert "100.0" not in text and "480.0 (seed 2)" in text
+
+
+def test_target_verdict_reads_median_and_worst_against_the_published_return():
+    from benchmarks import results
+    # CartPole-v1: 500 at 100k (RL Zoo); the worst seed needs 350
+    assert results.target_verdict("CartPole-v1", 500.0, 351.0, 100_000) == "met"
+    assert results.target_verdict("CartPole-v1", 499.0, 351.0, 100_000) == "no: median < 500"
+    assert results.target_verdict("CartPole-v1", 500.0, 349.0, 100_000) == "no: worst < 350"
+    assert results.target_verdict("CartPole-v1", 500.0, 500.0, 200_000) == ""  # another budget: not comparable
+    # Pendulum-v1: -172 is a cost; the worst seed may cost at most -172 / 0.7 = -245.7
+    assert results.target_verdict("Pendulum-v1", -170.0, -240.0, 100_000) == "met"
+    assert results.target_verdict("Pendulum-v1", -175.0, -250.0, 100_000) == "no: median < -172, worst < -246"
+
+
+def test_diagnose_plots_runs_and_names_the_flags_that_differ_from_the_preset(tmp_path):
+    from benchmarks import diagnose
+    from tests.conftest import run_cli
+    result = run_cli("main.py", "--environment-id", "Pendulum-v1", "--seed", "3", "--gae-gamma", "0.9",
+                     "--total-timesteps", "4096", "--eval-episodes", "1", "--no-progress",
+                     "--output-dir", str(tmp_path), "--run-name", "short")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "short"
+    output = diagnose.plot([run_dir], tmp_path / "figures" / "P.png", note="a note")
+    assert output.stat().st_size > 0
+    description = json.loads(output.with_suffix(".json").read_text())
+    assert description["note"] == "a note"
+    # the preset's gamma is 0.95, so 0.9 and the shorter budget are the only flags the run needs besides the seed
+    assert description["runs"][0]["command"] == ("python main.py --environment-id Pendulum-v1 --seed 3 "
+                                                 "--run-name short --total-timesteps 4096 --gae-gamma 0.9")
+    assert description["runs"][0]["evaluation"] == json.loads((run_dir / "evaluation.json").read_text())["mean_return"]
