@@ -112,8 +112,10 @@ def plot(run_dirs: list[Path], output: Path, title: str | None = None, note: str
     for run_dir in run_dirs:
         metrics, label = read_metrics(run_dir), run_label(run_dir)
         for axis, (column, _name) in zip(axes, PANELS):
-            if column in metrics:
-                axis.plot(metrics["global_step"], metrics[column], label=label, linewidth=1.2)
+            if column in metrics:  # NaN cells left out: with few envs, most iterations end no episode
+                points = [(step, value) for step, value in zip(metrics["global_step"], metrics[column])
+                          if not math.isnan(value)]
+                axis.plot([step for step, _ in points], [value for _, value in points], label=label, linewidth=1.2)
     for axis, (column, name) in zip(axes, PANELS):
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("environment steps", fontsize=8)
