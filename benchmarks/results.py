@@ -361,7 +361,7 @@ def results_markdown(current: list[dict[str, Any]], records_dir: Path = RECORDS_
     lines += ["", "## Machine", "",
               "Training wall time is the last `wall_time_s` of the run's `metrics.csv`: from the first rollout",
               "to the end of the last update, on this machine and these package versions. Runs shared the machine",
-              "with other runs (up to four at a time on 2 cores), so these times are upper bounds; speed measured",
+              "with other runs (up to six at a time on 2 cores), so these times are upper bounds; speed measured",
               "alone is in [performance.md](performance.md).", ""]
     for key, environments in machines.items():
         lines.append(f"- {key}: {', '.join(sorted(set(environments)))}")
