@@ -5,7 +5,7 @@
 Six panels against environment steps, one line per run: the training episodic return (mean of the episodes
 that ended in the iteration), the policy entropy, the approximate KL divergence of each update, the clip
 fraction, the explained variance of the value function and the value loss (all from the run's
-``metrics.csv``, one row per iteration). A line's label is the run's seed and its final deterministic
+``metrics.csv``, one row per iteration). A line's label is the run's directory name and its final deterministic
 evaluation (``evaluation.json``), so the failing seed is easy to pick out. Typical readings: entropy
 falling to its floor while the return is still low (the standard deviation collapsed before the task was
 solved), a KL and clip fraction that stay high (policy steps too large), explained variance far below 1
