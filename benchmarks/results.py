@@ -337,7 +337,8 @@ def results_markdown(current: list[dict[str, Any]], records_dir: Path = RECORDS_
     for row in summary_rows(current):
         lines.append(f"| {row['environment_id']} | {row['preset_label']} | {row['budget']} | {_seeds(row['seeds'])} "
                      f"| {row['median']:.1f} | {row['worst']:.1f} (seed {row['worst_seed']}) | "
-                     f"{_seconds(row['median_wall_time_s'])} | {row['published']} | {row['source']} | {row['target']} |")
+                     f"{_seconds(row['median_wall_time_s'])} | {row['published']} | {row['source']} | "
+                     f"{row['target']} |")
     lines += ["", "## Every run", "",
               "| environment | gymnasium | preset | budget | seed | evaluation mean ± std (episodes) | "
               "training wall time | published PPO | source | learning curve |",
